@@ -1,0 +1,407 @@
+//! Regions, bridges and pins: what geobridge may choose from.
+//!
+//! A [`Catalog`] is an immutable value. Whoever changes the registry builds a new catalog and
+//! swaps it in; readers (the prober, request handlers) hold an `Arc` to the one they started
+//! with. Regions are addressed by position inside a catalog so that selection needs no hashing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::geo::{CountryCode, Point};
+
+/// Why an identifier was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "'{value}' is not a valid id: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+)]
+pub struct InvalidId {
+    /// The refused value.
+    pub value: String,
+}
+
+fn check_id(value: &str) -> Result<(), InvalidId> {
+    let fits = (1..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if fits {
+        Ok(())
+    } else {
+        Err(InvalidId {
+            value: value.to_owned(),
+        })
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `value` and wraps it.
+            pub fn parse(value: &str) -> Result<Self, InvalidId> {
+                check_id(value).map(|()| Self(value.to_owned()))
+            }
+
+            /// The identifier as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A region's identifier, such as `eu-central`.
+    RegionId
+);
+id_type!(
+    /// A bridge's identifier, such as `jvb-fra-1`.
+    BridgeId
+);
+
+/// Whether an operator lets a bridge take rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// In rotation.
+    #[default]
+    Active,
+    /// No new rooms; used only when nothing else is left.
+    Drain,
+    /// Out of rotation entirely.
+    Maintenance,
+}
+
+/// One region: a place where Videobridges run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Region {
+    /// Identifier, as it appears in decisions and in the token's `context.region`.
+    pub id: RegionId,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// Where the region's data centre is.
+    #[serde(flatten)]
+    pub point: Point,
+    /// Regions of one group stand in for each other first when one has no eligible bridge.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Added to the great-circle distance when comparing regions; negative attracts.
+    #[serde(default)]
+    pub bias_km: f64,
+}
+
+/// One Videobridge, reached through its private REST API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bridge {
+    /// Identifier.
+    pub id: BridgeId,
+    /// The region it serves.
+    pub region: RegionId,
+    /// Base URL of the private REST API, such as `http://10.0.0.5:8080`.
+    pub url: String,
+    /// Relative share of the region's rooms.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Whether to read `/colibri/stats` (the bridge must enable its REST API).
+    #[serde(default = "default_true")]
+    pub stats: bool,
+    /// Operator's choice.
+    #[serde(default)]
+    pub admin_state: AdminState,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Regions, bridges and pins, checked for consistency.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    regions: Vec<Region>,
+    bridges: Vec<Bridge>,
+    /// Bridge positions per region position.
+    bridges_of: Vec<Vec<usize>>,
+    country_pins: HashMap<CountryCode, usize>,
+    network_pins: Vec<(IpNet, usize)>,
+    default_region: usize,
+}
+
+/// What a catalog needs, before checking.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// Regions in the order the operator listed them.
+    pub regions: Vec<Region>,
+    /// Bridges.
+    pub bridges: Vec<Bridge>,
+    /// Country code → region id.
+    pub country_pins: Vec<(CountryCode, RegionId)>,
+    /// Network → region id; the longest matching prefix wins.
+    pub network_pins: Vec<(IpNet, RegionId)>,
+    /// The region for clients with no location.
+    pub default_region: Option<RegionId>,
+}
+
+impl Catalog {
+    /// Checks `spec` and builds a catalog; every problem found is returned, one per entry.
+    pub fn build(spec: Spec) -> Result<Catalog, Vec<String>> {
+        let mut problems = Vec::new();
+        let index: HashMap<&RegionId, usize> = spec
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&r.id, i))
+            .collect();
+        let known = || known_list(&spec.regions);
+        if index.len() != spec.regions.len() {
+            problems.push("regions: the same region id is listed twice".to_owned());
+        }
+        for region in &spec.regions {
+            if let Err(why) = region.point.check() {
+                problems.push(format!("region '{}': {why}", region.id));
+            }
+            if !region.bias_km.is_finite() {
+                problems.push(format!(
+                    "region '{}': bias_km must be a finite number",
+                    region.id
+                ));
+            }
+        }
+        let mut find = |what: String, id: &RegionId| match index.get(id) {
+            Some(&i) => Some(i),
+            None => {
+                problems.push(format!("{what}: unknown region '{id}'; known: {}", known()));
+                None
+            }
+        };
+        let mut bridges_of = vec![Vec::new(); spec.regions.len()];
+        for (b, bridge) in spec.bridges.iter().enumerate() {
+            if let Some(r) = find(format!("bridge '{}'", bridge.id), &bridge.region) {
+                bridges_of[r].push(b);
+            }
+        }
+        let country_pins = spec
+            .country_pins
+            .iter()
+            .filter_map(|(c, id)| Some((*c, find(format!("country pin {c}"), id)?)))
+            .collect();
+        let mut network_pins: Vec<(IpNet, usize)> = spec
+            .network_pins
+            .iter()
+            .filter_map(|(n, id)| Some((*n, find(format!("network pin {n}"), id)?)))
+            .collect();
+        // Longest prefix first, so the first match is the most specific one.
+        network_pins.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        let default_region = match &spec.default_region {
+            Some(id) => find("default_region".to_owned(), id),
+            None if spec.regions.is_empty() => None,
+            None => Some(0),
+        };
+        problems.extend(check_bridges(&spec.bridges));
+        if spec.regions.is_empty() {
+            problems.push("regions: at least one region is needed".to_owned());
+        }
+        match default_region {
+            Some(default_region) if problems.is_empty() => Ok(Catalog {
+                regions: spec.regions,
+                bridges: spec.bridges,
+                bridges_of,
+                country_pins,
+                network_pins,
+                default_region,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// All regions, in configuration order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// All bridges.
+    pub fn bridges(&self) -> &[Bridge] {
+        &self.bridges
+    }
+
+    /// Positions (in [`Catalog::bridges`]) of the bridges of the region at `region`.
+    pub fn bridges_of(&self, region: usize) -> &[usize] {
+        &self.bridges_of[region]
+    }
+
+    /// Position of the region with this id.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.regions.iter().position(|r| r.id.as_str() == id)
+    }
+
+    /// Position of the region pinned for this country.
+    pub fn country_pin(&self, country: CountryCode) -> Option<usize> {
+        self.country_pins.get(&country).copied()
+    }
+
+    /// Position of the region pinned for the most specific network holding `ip`.
+    pub fn network_pin(&self, ip: IpAddr) -> Option<usize> {
+        self.network_pins
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|&(_, r)| r)
+    }
+
+    /// Position of the region for clients with no location.
+    pub fn default_region(&self) -> usize {
+        self.default_region
+    }
+
+    /// Ids of all regions, comma-separated, for error messages.
+    pub fn known_regions(&self) -> String {
+        known_list(&self.regions)
+    }
+}
+
+fn known_list(regions: &[Region]) -> String {
+    let ids: Vec<&str> = regions.iter().map(|r| r.id.as_str()).collect();
+    ids.join(", ")
+}
+
+fn check_bridges(bridges: &[Bridge]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for bridge in bridges {
+        if !seen.insert(&bridge.id) {
+            problems.push(format!("bridge '{}': the id is listed twice", bridge.id));
+        }
+        if let Err(why) = check_bridge_url(&bridge.url) {
+            problems.push(format!("bridge '{}': {why}", bridge.id));
+        }
+        if bridge.weight == 0 {
+            problems.push(format!("bridge '{}': weight must be at least 1", bridge.id));
+        }
+    }
+    problems
+}
+
+/// Checks a bridge base URL: http or https, a host, no credentials, no query.
+pub fn check_bridge_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("url '{url}' must start with http:// or https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("url '{url}' has no host"));
+    }
+    if authority.contains('@') {
+        return Err(format!("url '{url}' must not carry credentials"));
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "url '{url}' must not have a query, fragment or spaces"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: &str) -> Region {
+        Region {
+            id: RegionId::parse(id).expect("valid id"),
+            name: String::new(),
+            point: Point {
+                latitude: 1.0,
+                longitude: 2.0,
+            },
+            group: None,
+            bias_km: 0.0,
+        }
+    }
+
+    /// Ids accept the documented alphabet and refuse everything else.
+    #[test]
+    fn ids_are_checked() {
+        assert!(RegionId::parse("eu-central").is_ok());
+        assert!(RegionId::parse("a").is_ok());
+        for bad in ["", "-a", "a-", "EU", "eu_central", "eü", &"a".repeat(64)] {
+            assert!(RegionId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// A bridge in an unknown region is reported with the known ones.
+    #[test]
+    fn unknown_region_is_named() {
+        let spec = Spec {
+            regions: vec![region("eu-west")],
+            bridges: vec![Bridge {
+                id: BridgeId::parse("b1").expect("valid id"),
+                region: RegionId::parse("eu-wst").expect("valid id"),
+                url: "http://user:pw@h:1".to_owned(),
+                weight: 1,
+                stats: true,
+                admin_state: AdminState::Active,
+            }],
+            ..Spec::default()
+        };
+        let problems = Catalog::build(spec).expect_err("must fail");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("unknown region 'eu-wst'; known: eu-west"));
+        assert!(problems[1].contains("credentials"));
+    }
+
+    /// The most specific network pin wins.
+    #[test]
+    fn longest_network_pin_wins() {
+        let spec = Spec {
+            regions: vec![region("a"), region("b")],
+            network_pins: vec![
+                (
+                    "10.0.0.0/8".parse().expect("net"),
+                    RegionId::parse("a").expect("id"),
+                ),
+                (
+                    "10.1.0.0/16".parse().expect("net"),
+                    RegionId::parse("b").expect("id"),
+                ),
+            ],
+            ..Spec::default()
+        };
+        let catalog = Catalog::build(spec).expect("valid");
+        assert_eq!(
+            catalog.network_pin("10.1.2.3".parse().expect("ip")),
+            Some(1)
+        );
+        assert_eq!(
+            catalog.network_pin("10.2.2.3".parse().expect("ip")),
+            Some(0)
+        );
+        assert_eq!(catalog.network_pin("11.2.2.3".parse().expect("ip")), None);
+    }
+}

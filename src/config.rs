@@ -1,0 +1,661 @@
+//! Settings: a TOML file, then environment variables on top, validated all at once.
+//!
+//! With no file, the example configuration compiled into the binary is used (ten regions at
+//! real cloud sites, no bridges). Every problem found is collected and reported together,
+//! each naming its setting, so an operator fixes a config in one pass. The Code With Me lobby's
+//! variable names `JITSI_URL` and `JITSI_RSA_JWT_KEY_FILE` work as they did there.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, Bridge, Catalog, Region, RegionId};
+use crate::geo::CountryCode;
+use crate::probe;
+use crate::select::{Policy, WhenAllDown};
+use crate::token::KeyId;
+
+/// The example configuration shipped in `data/`, used when no file is given.
+pub const EXAMPLE: &str = include_str!("../data/geobridge.example.toml");
+
+/// Exit status for a bad configuration (`EX_CONFIG` is 78; 64 is `EX_USAGE`, as documented).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Number,
+    List,
+}
+
+/// Environment variables and the settings they override.
+const ENV: &[(&str, &str, Kind)] = &[
+    ("GEOBRIDGE_LISTEN", "server.listen", Kind::Text),
+    ("GEOBRIDGE_STATE_DIR", "server.state_dir", Kind::Text),
+    (
+        "GEOBRIDGE_LOBBY_CREDENTIALS",
+        "server.lobby_credentials",
+        Kind::List,
+    ),
+    ("GEOBRIDGE_LOG_FORMAT", "server.log_format", Kind::Text),
+    ("GEOBRIDGE_GEO_DATABASE", "geo.database", Kind::Text),
+    ("JITSI_URL", "jitsi.url", Kind::Text),
+    ("JITSI_RSA_JWT_KEY_FILE", "jitsi.key_file", Kind::Text),
+    ("GEOBRIDGE_JITSI_AUTH", "jitsi.auth", Kind::Text),
+    ("GEOBRIDGE_JITSI_KEY_ID", "jitsi.key_id", Kind::Text),
+    ("GEOBRIDGE_JITSI_APP_SECRET", "jitsi.app_secret", Kind::Text),
+    ("GEOBRIDGE_JITSI_ISSUER", "jitsi.issuer", Kind::Text),
+    ("GEOBRIDGE_JITSI_AUDIENCE", "jitsi.audience", Kind::Text),
+    ("GEOBRIDGE_JITSI_SUBJECT", "jitsi.subject", Kind::Text),
+    (
+        "GEOBRIDGE_TOKEN_LIFETIME_SECONDS",
+        "jitsi.token_lifetime_seconds",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_NBF_MARGIN_SECONDS",
+        "jitsi.nbf_margin_seconds",
+        Kind::Number,
+    ),
+    ("GEOBRIDGE_ROOM_PREFIX", "jitsi.room_prefix", Kind::Text),
+    (
+        "GEOBRIDGE_PROBE_INTERVAL_MS",
+        "probe.interval_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_PROBE_TIMEOUT_MS",
+        "probe.timeout_ms",
+        Kind::Number,
+    ),
+    ("GEOBRIDGE_PROBE_RISE", "probe.rise", Kind::Number),
+    ("GEOBRIDGE_PROBE_FALL", "probe.fall", Kind::Number),
+    (
+        "GEOBRIDGE_DEFAULT_REGION",
+        "select.default_region",
+        Kind::Text,
+    ),
+    (
+        "GEOBRIDGE_STRESS_THRESHOLD",
+        "select.stress_threshold",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_WHEN_ALL_DOWN",
+        "select.when_all_down",
+        Kind::Text,
+    ),
+];
+
+/// A value that must never be printed: shown as `<set>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; use only where it is needed.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<set>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<set>")
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`: where and how the HTTP API listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Address and port; port 0 picks a free one.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the generated key (and later the database) live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Bearer credentials the lobby may send; several allow rotation.
+    #[serde(default)]
+    pub lobby_credentials: Vec<Secret>,
+    /// Log line format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// `[geo]`: the GeoIP database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geo {
+    /// A GeoIP2/GeoLite2 City or Country mmdb file.
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+}
+
+fn default_database() -> PathBuf {
+    PathBuf::from("data/geobridge-city.mmdb")
+}
+
+/// How tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// RS256 with a key id; Prosody fetches the public key from geobridge.
+    #[default]
+    Rs256,
+    /// HS256 with Prosody's `app_secret`.
+    Hs256,
+    /// No token, for a public Jitsi.
+    None,
+}
+
+/// `[jitsi]`: the Jitsi deployment and the tokens it accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jitsi {
+    /// The Jitsi web frontend a link points to (`JITSI_URL`).
+    #[serde(default = "default_jitsi_url")]
+    pub url: String,
+    /// Token mode.
+    #[serde(default)]
+    pub auth: Auth,
+    /// The `kid` of RS256 tokens.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// RSA private key, PKCS#1 or PKCS#8 PEM (`JITSI_RSA_JWT_KEY_FILE`); generated if unset.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Prosody's `app_secret`, for HS256.
+    #[serde(default)]
+    pub app_secret: Option<Secret>,
+    /// `iss`: Prosody's `app_id`.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// `aud`.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// `sub`: the XMPP domain, or `*`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Time from issue to `exp`.
+    #[serde(default = "default_lifetime")]
+    pub token_lifetime_seconds: u64,
+    /// How far `nbf` is backdated; Prosody allows no clock skew.
+    #[serde(default = "default_nbf_margin")]
+    pub nbf_margin_seconds: u64,
+    /// Put before every generated room name.
+    #[serde(default)]
+    pub room_prefix: String,
+}
+
+fn default_jitsi_url() -> String {
+    "https://meet.example.com".to_owned()
+}
+fn default_key_id() -> String {
+    "CWMKey".to_owned()
+}
+fn default_issuer() -> String {
+    "CodeWithMe".to_owned()
+}
+fn default_audience() -> String {
+    "jitsi".to_owned()
+}
+fn default_subject() -> String {
+    "*".to_owned()
+}
+fn default_lifetime() -> u64 {
+    3600
+}
+fn default_nbf_margin() -> u64 {
+    30
+}
+
+/// `[select]`: default region and policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectSection {
+    #[serde(default)]
+    default_region: Option<RegionId>,
+    #[serde(default = "default_threshold")]
+    stress_threshold: f64,
+    #[serde(default)]
+    when_all_down: WhenAllDown,
+}
+
+fn default_threshold() -> f64 {
+    Policy::default().stress_threshold
+}
+
+/// `[pins]`: countries and networks sent to a fixed region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pins {
+    /// Country code → region id.
+    #[serde(default)]
+    pub countries: HashMap<String, RegionId>,
+    /// CIDR network → region id.
+    #[serde(default)]
+    pub networks: HashMap<String, RegionId>,
+}
+
+/// Everything geobridge was told, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Where the settings came from, for `check-config`.
+    pub source: String,
+    /// `[server]`.
+    pub server: Server,
+    /// `[geo]`.
+    pub geo: Geo,
+    /// `[jitsi]`.
+    pub jitsi: Jitsi,
+    /// `[probe]`.
+    pub probe: probe::Config,
+    /// `[select]`, as the selection policy.
+    pub policy: Policy,
+    /// `[select].default_region`.
+    pub default_region: Option<RegionId>,
+    /// `[pins]`.
+    pub pins: Pins,
+    /// `[[regions]]`.
+    pub regions: Vec<Region>,
+    /// `[[bridges]]`.
+    pub bridges: Vec<Bridge>,
+    /// Regions, bridges and pins, as one checked value.
+    #[serde(skip)]
+    pub catalog: Catalog,
+}
+
+/// Every problem found, each naming its setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct Problems(pub Vec<String>);
+
+impl Settings {
+    /// Reads `file` (or the built-in example) and applies `env` on top.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Settings, Problems> {
+        let (source, text) = match file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    return Err(Problems(vec![format!(
+                        "config file '{}': {e}",
+                        path.display()
+                    )]));
+                }
+            },
+            None => (
+                "built-in example configuration".to_owned(),
+                EXAMPLE.to_owned(),
+            ),
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| Problems(vec![format!("config file {source}: {e}")]))?;
+        let mut problems = Vec::new();
+        apply_env(&mut table, env, &mut problems);
+        let settings = from_table(source, table, &mut problems);
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(Problems(problems)),
+        }
+    }
+
+    /// The key id, checked at load.
+    pub fn key_id(&self) -> KeyId {
+        KeyId::parse(&self.jitsi.key_id).expect("checked when the settings were loaded")
+    }
+
+    /// The RSA key file to use: the configured one, or the generated one in the state dir.
+    pub fn key_file(&self) -> PathBuf {
+        match &self.jitsi.key_file {
+            Some(path) => path.clone(),
+            None => self.server.state_dir.join("jitsi-rsa.pem"),
+        }
+    }
+}
+
+fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, problems: &mut Vec<String>) {
+    for &(name, path, kind) in ENV {
+        let Some(text) = env.get(name) else { continue };
+        let value = match kind {
+            Kind::Text => toml::Value::String(text.clone()),
+            Kind::List => toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            Kind::Number => match number(text) {
+                Some(value) => value,
+                None => {
+                    problems.push(format!("{name}: '{text}' is not a number"));
+                    continue;
+                }
+            },
+        };
+        let (section, key) = path.split_once('.').expect("ENV paths are section.key");
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(section) = entry.as_table_mut() {
+            section.insert(key.to_owned(), value);
+        }
+    }
+}
+
+fn number(text: &str) -> Option<toml::Value> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(toml::Value::Integer(n));
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(toml::Value::Float)
+}
+
+/// Deserialises one section (an empty one when absent), recording its error by name.
+fn section<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let empty = if matches!(name, "regions" | "bridges") {
+        toml::Value::Array(Vec::new())
+    } else {
+        toml::Value::Table(toml::Table::new())
+    };
+    match table.remove(name).unwrap_or(empty).try_into() {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            problems.push(format!("[{name}]: {}", e.to_string().trim()));
+            None
+        }
+    }
+}
+
+fn from_table(
+    source: String,
+    mut table: toml::Table,
+    problems: &mut Vec<String>,
+) -> Option<Settings> {
+    let server: Option<Server> = section(&mut table, "server", problems);
+    let geo: Option<Geo> = section(&mut table, "geo", problems);
+    let jitsi: Option<Jitsi> = section(&mut table, "jitsi", problems);
+    let probe: Option<probe::Config> = section(&mut table, "probe", problems);
+    let select: Option<SelectSection> = section(&mut table, "select", problems);
+    let pins: Option<Pins> = section(&mut table, "pins", problems);
+    let regions: Option<Vec<Region>> = section(&mut table, "regions", problems);
+    let bridges: Option<Vec<Bridge>> = section(&mut table, "bridges", problems);
+    for unknown in table.keys() {
+        problems.push(format!("[{unknown}]: unknown section"));
+    }
+    let (server, geo, jitsi, probe) = (server?, geo?, jitsi?, probe?);
+    let (select, pins, regions, bridges) = (select?, pins?, regions?, bridges?);
+    problems.extend(server_problems(&server));
+    problems.extend(jitsi_problems(&jitsi));
+    problems.extend(probe.problems());
+    if !(select.stress_threshold > 0.0 && select.stress_threshold <= 10.0) {
+        problems.push(format!(
+            "select.stress_threshold: {} must be above 0 and at most 10",
+            select.stress_threshold
+        ));
+    }
+    let geo = Geo {
+        database: resolve_data_path(&geo.database),
+    };
+    let catalog = build_catalog(&regions, &bridges, &pins, &select.default_region, problems)?;
+    let policy = Policy {
+        stress_threshold: select.stress_threshold,
+        when_all_down: select.when_all_down,
+    };
+    Some(Settings {
+        source,
+        server,
+        geo,
+        jitsi,
+        probe,
+        policy,
+        default_region: select.default_region,
+        pins,
+        regions,
+        bridges,
+        catalog,
+    })
+}
+
+fn build_catalog(
+    regions: &[Region],
+    bridges: &[Bridge],
+    pins: &Pins,
+    default_region: &Option<RegionId>,
+    problems: &mut Vec<String>,
+) -> Option<Catalog> {
+    let mut spec = catalog::Spec {
+        regions: regions.to_vec(),
+        bridges: bridges.to_vec(),
+        default_region: default_region.clone(),
+        ..catalog::Spec::default()
+    };
+    for (country, region) in &pins.countries {
+        match CountryCode::parse(country) {
+            Ok(code) => spec.country_pins.push((code, region.clone())),
+            Err(why) => problems.push(format!("pins.countries: {why}")),
+        }
+    }
+    for (network, region) in &pins.networks {
+        match network.parse() {
+            Ok(net) => spec.network_pins.push((net, region.clone())),
+            Err(_) => problems.push(format!("pins.networks: '{network}' is not a CIDR network")),
+        }
+    }
+    match Catalog::build(spec) {
+        Ok(catalog) => Some(catalog),
+        Err(found) => {
+            problems.extend(found);
+            None
+        }
+    }
+}
+
+fn server_problems(server: &Server) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !server.listen.ip().is_loopback() && server.lobby_credentials.is_empty() {
+        problems.push(format!(
+            "server.lobby_credentials: listening on {} (not loopback) needs at least one lobby \
+             credential; set GEOBRIDGE_LOBBY_CREDENTIALS",
+            server.listen
+        ));
+    }
+    for credential in &server.lobby_credentials {
+        if credential.expose().len() < 16 || credential.expose().contains(char::is_whitespace) {
+            problems.push(
+                "server.lobby_credentials: each credential needs 16 or more characters and no \
+                 spaces"
+                    .to_owned(),
+            );
+            break;
+        }
+    }
+    problems
+}
+
+fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(why) = check_web_url(&jitsi.url) {
+        problems.push(format!("jitsi.url: {why}"));
+    }
+    if let Err(why) = KeyId::parse(&jitsi.key_id) {
+        problems.push(format!("jitsi.key_id: {why}"));
+    }
+    for (name, value) in [("issuer", &jitsi.issuer), ("audience", &jitsi.audience)] {
+        if value.trim().is_empty() {
+            problems.push(format!("jitsi.{name} must not be empty"));
+        }
+    }
+    if jitsi.subject.trim().is_empty() {
+        problems.push("jitsi.subject must not be empty; use '*' to accept any domain".to_owned());
+    }
+    if !(60..=7 * 86400).contains(&jitsi.token_lifetime_seconds) {
+        problems.push(format!(
+            "jitsi.token_lifetime_seconds: {} must be between 60 and 604800",
+            jitsi.token_lifetime_seconds
+        ));
+    }
+    if jitsi.nbf_margin_seconds > 3600 {
+        problems.push(format!(
+            "jitsi.nbf_margin_seconds: {} is above 3600",
+            jitsi.nbf_margin_seconds
+        ));
+    }
+    let prefix_ok = jitsi.room_prefix.len() <= 40
+        && jitsi
+            .room_prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !prefix_ok {
+        problems.push(format!(
+            "jitsi.room_prefix: '{}' must be at most 40 characters of a-z, 0-9 and '-'",
+            jitsi.room_prefix
+        ));
+    }
+    if jitsi.auth == Auth::Hs256
+        && jitsi
+            .app_secret
+            .as_ref()
+            .is_none_or(|s| s.expose().is_empty())
+    {
+        problems.push(
+            "jitsi.app_secret: HS256 needs Prosody's app_secret; set GEOBRIDGE_JITSI_APP_SECRET"
+                .to_owned(),
+        );
+    }
+    problems
+}
+
+/// Checks a Jitsi web URL: http(s), a host, no query or fragment.
+fn check_web_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{url}' must start with https:// or http://"))?;
+    if rest.split('/').next().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' has no host"));
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!("'{url}' must not have a query, fragment or spaces"));
+    }
+    Ok(())
+}
+
+/// A relative data path missing from the working directory falls back to the source tree
+/// that built this binary, so `cargo run` works from any directory of the checkout.
+fn resolve_data_path(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_owned();
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if built.exists() {
+        built
+    } else {
+        path.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// The built-in example loads with its ten regions and defaults.
+    #[test]
+    fn example_loads() {
+        let s = Settings::load(None, &HashMap::new()).expect("example is valid");
+        assert_eq!(s.catalog.regions().len(), 10);
+        assert_eq!(s.jitsi.key_id, "CWMKey");
+        assert_eq!(s.jitsi.issuer, "CodeWithMe");
+        assert_eq!(s.server.listen.port(), 8080);
+    }
+
+    /// The lobby's variable names override the file.
+    #[test]
+    fn environment_wins() {
+        let e = env(&[
+            ("JITSI_URL", "https://meet.test"),
+            ("JITSI_RSA_JWT_KEY_FILE", "/k.pem"),
+            ("GEOBRIDGE_PROBE_RISE", "5"),
+        ]);
+        let s = Settings::load(None, &e).expect("valid");
+        assert_eq!(s.jitsi.url, "https://meet.test");
+        assert_eq!(s.jitsi.key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(s.probe.rise, 5);
+    }
+
+    /// Several problems are reported together, each naming its setting.
+    #[test]
+    fn all_problems_at_once() {
+        let e = env(&[
+            ("GEOBRIDGE_LISTEN", "0.0.0.0:8080"),
+            ("JITSI_URL", "meet.test"),
+            ("GEOBRIDGE_PROBE_FALL", "x"),
+            ("GEOBRIDGE_DEFAULT_REGION", "eu-cntral"),
+        ]);
+        let problems = Settings::load(None, &e).expect_err("invalid").0;
+        let all = problems.join("\n");
+        assert!(
+            all.contains("GEOBRIDGE_PROBE_FALL: 'x' is not a number"),
+            "{all}"
+        );
+        assert!(all.contains("server.lobby_credentials"), "{all}");
+        assert!(all.contains("jitsi.url: 'meet.test'"), "{all}");
+        assert!(all.contains("unknown region 'eu-cntral'"), "{all}");
+    }
+
+    /// Secrets never show in Debug or serialised output.
+    #[test]
+    fn secrets_are_masked() {
+        let e = env(&[("GEOBRIDGE_LOBBY_CREDENTIALS", "0123456789abcdef0123")]);
+        let s = Settings::load(None, &e).expect("valid");
+        let shown = format!("{s:?} {}", toml::to_string(&s).expect("serialises"));
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("<set>"));
+    }
+}

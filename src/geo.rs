@@ -1,0 +1,452 @@
+//! Where an IP address is: the GeoIP database and the address ranges that have no place.
+//!
+//! The database is any MaxMind DB file in the GeoIP2/GeoLite2 City or Country layout; the one
+//! shipped in `data/` is built from DB-IP's City Lite data by `tools/geodb`. The whole file is
+//! read into memory at open, so replacing the file on disk never changes what is being read.
+//! [`Geo`] holds the database behind an atomic pointer so a reload can swap it in while
+//! requests keep using the one they started with.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+/// Mean Earth radius used for great-circle distances.
+const EARTH_RADIUS_KM: f64 = 6371.0;
+
+/// A location at or beyond this accuracy radius is too vague to measure distances from.
+const COARSE_RADIUS_KM: u16 = 500;
+
+/// A point on Earth in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Degrees north, -90 to 90.
+    pub latitude: f64,
+    /// Degrees east, -180 to 180.
+    pub longitude: f64,
+}
+
+impl Point {
+    /// Checks that both coordinates are finite and in range.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.latitude.is_finite() && (-90.0..=90.0).contains(&self.latitude)) {
+            return Err(format!("latitude {} is outside -90..90", self.latitude));
+        }
+        if !(self.longitude.is_finite() && (-180.0..=180.0).contains(&self.longitude)) {
+            return Err(format!("longitude {} is outside -180..180", self.longitude));
+        }
+        Ok(())
+    }
+
+    /// Great-circle distance by the haversine formula.
+    pub fn distance_km(&self, other: &Point) -> f64 {
+        let (lat1, lat2) = (self.latitude.to_radians(), other.latitude.to_radians());
+        let dlat = lat2 - lat1;
+        let dlon = (other.longitude - self.longitude).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code in upper case, such as `DE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// Accepts two ASCII letters in either case.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Ok(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => Err(format!("'{value}' is not a two-letter country code")),
+        }
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("built from ASCII letters only")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CountryCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What the database says about an address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Location {
+    /// Country, when known.
+    pub country: Option<CountryCode>,
+    /// Continent code (`EU`, `NA`, ...), when known.
+    pub continent: Option<CountryCode>,
+    /// First-level subdivision name (state, province), when known.
+    pub subdivision: Option<String>,
+    /// Coordinates to measure distances from, when known.
+    pub point: Option<Point>,
+    /// The database's accuracy radius, when it gives one.
+    pub accuracy_km: Option<u16>,
+    /// True when the place is only known to country level.
+    pub coarse: bool,
+}
+
+/// Address ranges that are not on the public Internet and so have no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressClass {
+    /// A public address: look it up.
+    Public,
+    /// 0.0.0.0, `::`.
+    Unspecified,
+    /// 127.0.0.0/8, `::1`.
+    Loopback,
+    /// RFC 1918 networks.
+    Private,
+    /// 100.64.0.0/10, carrier-grade NAT.
+    Cgnat,
+    /// 169.254.0.0/16, fe80::/10.
+    LinkLocal,
+    /// fc00::/7.
+    UniqueLocal,
+    /// TEST-NETs, 2001:db8::/32.
+    Documentation,
+    /// 224.0.0.0/4, ff00::/8.
+    Multicast,
+    /// Other special-purpose ranges (benchmarking, reserved, broadcast).
+    Reserved,
+}
+
+/// Sorts an address into [`AddressClass`]; IPv4-mapped IPv6 is classified as IPv4.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    let [a, b, c, _] = ip.octets();
+    match (a, b, c) {
+        _ if ip.is_unspecified() => AddressClass::Unspecified,
+        _ if ip.is_loopback() => AddressClass::Loopback,
+        _ if ip.is_private() => AddressClass::Private,
+        (100, 64..=127, _) => AddressClass::Cgnat,
+        _ if ip.is_link_local() => AddressClass::LinkLocal,
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => AddressClass::Documentation,
+        _ if ip.is_multicast() => AddressClass::Multicast,
+        (0, ..) | (192, 0, 0) | (198, 18..=19, _) | (240..=255, ..) => AddressClass::Reserved,
+        _ => AddressClass::Public,
+    }
+}
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    let first = ip.segments()[0];
+    match first {
+        _ if ip.is_unspecified() => AddressClass::Unspecified,
+        _ if ip.is_loopback() => AddressClass::Loopback,
+        _ if ip.is_multicast() => AddressClass::Multicast,
+        _ if (first & 0xffc0) == 0xfe80 => AddressClass::LinkLocal,
+        _ if (first & 0xfe00) == 0xfc00 => AddressClass::UniqueLocal,
+        0x2001 if ip.segments()[1] == 0x0db8 => AddressClass::Documentation,
+        0x3fff if ip.segments()[1] < 0x1000 => AddressClass::Documentation,
+        // Only 2000::/3 is handed out as global unicast.
+        _ if (first & 0xe000) != 0x2000 => AddressClass::Reserved,
+        _ => AddressClass::Public,
+    }
+}
+
+/// The answer for one address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The database places the address.
+    Located(Location),
+    /// A public address the database has nothing on.
+    NoData,
+    /// An address with no place on the public Internet.
+    Special(AddressClass),
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is missing, unreadable, or not a MaxMind DB.
+    #[error("GeoIP database '{path}': {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        source: maxminddb::MaxMindDbError,
+    },
+    /// A MaxMind DB, but not a layout geobridge understands.
+    #[error(
+        "GeoIP database '{path}' has type '{found}'; use a GeoIP2/GeoLite2 City or Country file"
+    )]
+    WrongType {
+        /// The file.
+        path: PathBuf,
+        /// Its `database_type`.
+        found: String,
+    },
+}
+
+/// Facts about the open database, for `/readyz`, metrics and the CLI.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The metadata's `database_type`.
+    pub database_type: String,
+    /// When the database was built, seconds since 1970.
+    pub build_epoch: u64,
+}
+
+/// One open database.
+pub struct Database {
+    reader: maxminddb::Reader<Vec<u8>>,
+    info: Info,
+}
+
+impl Database {
+    /// Reads the whole file and checks that it is a City or Country database.
+    pub fn open(path: &Path) -> Result<Database, Error> {
+        let reader = maxminddb::Reader::open_readfile(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let meta = reader.metadata();
+        let found = meta.database_type.clone();
+        if !(found.contains("City") || found.contains("Country")) {
+            return Err(Error::WrongType {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        let info = Info {
+            path: path.to_owned(),
+            database_type: found,
+            build_epoch: meta.build_epoch,
+        };
+        Ok(Database { reader, info })
+    }
+
+    /// Facts about this database.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// Looks `ip` up; special ranges are answered without touching the database.
+    pub fn lookup(&self, ip: IpAddr) -> Lookup {
+        let ip = ip.to_canonical();
+        match classify(ip) {
+            AddressClass::Public => {}
+            special => return Lookup::Special(special),
+        }
+        match self.decode(ip) {
+            Ok(Some(location)) => Lookup::Located(location),
+            Ok(None) => Lookup::NoData,
+            Err(error) => {
+                // A damaged record must not fail the request: treat it as unknown.
+                tracing::warn!(%error, "GeoIP record could not be decoded");
+                Lookup::NoData
+            }
+        }
+    }
+
+    fn decode(&self, ip: IpAddr) -> Result<Option<Location>, maxminddb::MaxMindDbError> {
+        let found = match self.reader.lookup(ip) {
+            Ok(found) => found,
+            // An IPv6 address in an IPv4-only database: nothing to find.
+            Err(maxminddb::MaxMindDbError::InvalidInput { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        Ok(found
+            .decode::<Record<'_>>()?
+            .and_then(Record::into_location))
+    }
+}
+
+/// The subset of the GeoIP2 City/Country record that geobridge reads.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    continent: Option<Codes<'a>>,
+    #[serde(borrow)]
+    country: Option<Codes<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<Codes<'a>>,
+    #[serde(borrow)]
+    subdivisions: Option<Vec<Subdivision<'a>>>,
+    location: Option<RecordLocation>,
+}
+
+#[derive(Deserialize)]
+struct Codes<'a> {
+    code: Option<&'a str>,
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Subdivision<'a> {
+    #[serde(borrow)]
+    names: Option<Names<'a>>,
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Names<'a> {
+    en: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct RecordLocation {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    accuracy_radius: Option<u16>,
+}
+
+impl Record<'_> {
+    fn into_location(self) -> Option<Location> {
+        let code = |text: Option<&str>| text.and_then(|s| CountryCode::parse(s).ok());
+        let country = code(self.country.and_then(|c| c.iso_code))
+            .or_else(|| code(self.registered_country.and_then(|c| c.iso_code)));
+        let continent = code(self.continent.and_then(|c| c.code));
+        let subdivision = self
+            .subdivisions
+            .and_then(|s| s.into_iter().next())
+            .and_then(|s| s.names.and_then(|n| n.en).or(s.iso_code).map(str::to_owned));
+        let (point, accuracy_km) = match self.location {
+            Some(RecordLocation {
+                latitude: Some(latitude),
+                longitude: Some(longitude),
+                ..
+            }) if (Point {
+                latitude,
+                longitude,
+            })
+            .check()
+            .is_ok() =>
+            {
+                let radius = self.location.as_ref().and_then(|l| l.accuracy_radius);
+                (
+                    Some(Point {
+                        latitude,
+                        longitude,
+                    }),
+                    radius,
+                )
+            }
+            Some(RecordLocation {
+                accuracy_radius, ..
+            }) => (None, accuracy_radius),
+            None => (None, None),
+        };
+        if country.is_none() && point.is_none() {
+            return None;
+        }
+        let coarse = subdivision.is_none() || accuracy_km.is_some_and(|r| r >= COARSE_RADIUS_KM);
+        Some(Location {
+            country,
+            continent,
+            subdivision,
+            point,
+            accuracy_km,
+            coarse,
+        })
+    }
+}
+
+/// The database in service, replaceable while requests use it.
+pub struct Geo {
+    current: ArcSwap<Database>,
+}
+
+impl Geo {
+    /// Puts `database` in service.
+    pub fn new(database: Database) -> Geo {
+        Geo {
+            current: ArcSwap::from_pointee(database),
+        }
+    }
+
+    /// The database in service now; keep the `Arc` for the whole of one request.
+    pub fn current(&self) -> Arc<Database> {
+        self.current.load_full()
+    }
+
+    /// Replaces the database; requests in flight finish on the old one.
+    pub fn replace(&self, database: Database) {
+        self.current.store(Arc::new(database));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(ip: &str) -> AddressClass {
+        classify(ip.parse().expect("test address"))
+    }
+
+    /// Every special range of the issue is recognised, and public addresses are not.
+    #[test]
+    fn special_ranges() {
+        assert_eq!(class("127.0.0.1"), AddressClass::Loopback);
+        assert_eq!(class("10.0.0.1"), AddressClass::Private);
+        assert_eq!(class("172.16.5.4"), AddressClass::Private);
+        assert_eq!(class("192.168.1.1"), AddressClass::Private);
+        assert_eq!(class("100.64.0.1"), AddressClass::Cgnat);
+        assert_eq!(class("169.254.1.1"), AddressClass::LinkLocal);
+        assert_eq!(class("192.0.2.1"), AddressClass::Documentation);
+        assert_eq!(class("203.0.113.9"), AddressClass::Documentation);
+        assert_eq!(class("224.0.0.1"), AddressClass::Multicast);
+        assert_eq!(class("255.255.255.255"), AddressClass::Reserved);
+        assert_eq!(class("::1"), AddressClass::Loopback);
+        assert_eq!(class("fe80::1"), AddressClass::LinkLocal);
+        assert_eq!(class("fd00::1"), AddressClass::UniqueLocal);
+        assert_eq!(class("2001:db8::1"), AddressClass::Documentation);
+        assert_eq!(class("ff02::1"), AddressClass::Multicast);
+        assert_eq!(class("::ffff:10.1.1.1"), AddressClass::Private);
+        assert_eq!(class("8.8.8.8"), AddressClass::Public);
+        assert_eq!(class("100.128.0.1"), AddressClass::Public);
+        assert_eq!(class("2001:4860:4860::8888"), AddressClass::Public);
+        assert_eq!(class("::ffff:8.8.8.8"), AddressClass::Public);
+    }
+
+    /// London to Frankfurt is about 640 km; a point is 0 km from itself.
+    #[test]
+    fn great_circle_distance() {
+        let london = Point {
+            latitude: 51.51,
+            longitude: -0.13,
+        };
+        let frankfurt = Point {
+            latitude: 50.11,
+            longitude: 8.68,
+        };
+        let d = london.distance_km(&frankfurt);
+        assert!((630.0..650.0).contains(&d), "{d}");
+        assert_eq!(london.distance_km(&london), 0.0);
+    }
+
+    /// Country codes are normalised to upper case and checked.
+    #[test]
+    fn country_codes() {
+        assert_eq!(
+            CountryCode::parse("de").map(|c| c.to_string()),
+            Ok("DE".to_owned())
+        );
+        assert!(CountryCode::parse("DEU").is_err());
+        assert!(CountryCode::parse("1A").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The `geobridge` command: parse the command line, set up logging, load settings, run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use geobridge::config::{EXIT_BAD_CONFIG, LogFormat, Settings};
+use geobridge::{app, geo, token};
+
+/// Chooses the Jitsi Videobridge region for a call and signs the Jitsi token for it.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML settings file; the built-in example when absent.
+    #[arg(long, global = true, env = "GEOBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve,
+    /// Write a new RSA signing key (PKCS#8 PEM, mode 0600) and print its public half.
+    Keygen {
+        /// Where to write the private key; never overwritten.
+        #[arg(long, default_value = "jitsi-rsa.pem")]
+        out: PathBuf,
+        /// Modulus size: 2048, 3072, 4096 or 8192.
+        #[arg(long, default_value_t = 4096)]
+        bits: usize,
+        /// Key id (`kid`) the key will be published under.
+        #[arg(long, default_value = "CWMKey")]
+        kid: String,
+    },
+    /// Print what geobridge knows of each address and which region it would choose.
+    Lookup {
+        /// IPv4 or IPv6 addresses.
+        #[arg(required = true)]
+        ips: Vec<String>,
+    },
+    /// Validate the settings and print them, secrets masked.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Keygen { out, bits, kid } = &cli.command {
+        return keygen(out, *bits, kid);
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let settings = match Settings::load(cli.config.as_deref(), &env) {
+        Ok(settings) => settings,
+        Err(problems) => return bad_config(&problems),
+    };
+    init_logging(settings.server.log_format);
+    match cli.command {
+        Command::Serve => serve(settings),
+        Command::CheckConfig => {
+            println!("# settings from {}", settings.source);
+            println!("{}", toml::to_string_pretty(&settings).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::Lookup { ips } => lookup(&settings, &ips),
+        Command::Keygen { .. } => unreachable!("handled above"),
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    let state = match app::prepare(&settings) {
+        Ok(state) => state,
+        Err(problems) => return bad_config(&problems),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the runtime starts");
+    match runtime.block_on(app::serve(settings, state)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "geobridge stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn lookup(settings: &Settings, ips: &[String]) -> ExitCode {
+    let database = match geo::Database::open(&settings.geo.database) {
+        Ok(database) => database,
+        Err(error) => return bad_config(&geobridge::config::Problems(vec![error.to_string()])),
+    };
+    let mut status = ExitCode::SUCCESS;
+    println!("# assuming every registered bridge is healthy");
+    for text in ips {
+        match text.parse() {
+            Ok(ip) => println!("{}", app::describe(settings, &database, ip)),
+            Err(_) => {
+                eprintln!("{text}\tnot an IP address");
+                status = ExitCode::from(2);
+            }
+        }
+    }
+    status
+}
+
+fn keygen(out: &std::path::Path, bits: usize, kid: &str) -> ExitCode {
+    match token::keygen_report(out, bits, kid) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("geobridge keygen: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bad_config(problems: &geobridge::config::Problems) -> ExitCode {
+    eprintln!("geobridge: {problems}");
+    ExitCode::from(EXIT_BAD_CONFIG as u8)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

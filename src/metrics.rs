@@ -1,0 +1,197 @@
+//! Every Prometheus series geobridge exports, declared once with its help text.
+//!
+//! Labels are bounded: route templates, regions, bridge ids, reasons and outcomes. Client
+//! addresses, room names and user ids never become labels.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::catalog::Bridge;
+use crate::probe::{Health, Outcome, State};
+
+const NAMESPACE: &str = "geobridge";
+
+/// The registry and its series.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route template, method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency by route template.
+    pub http_duration: HistogramVec,
+    /// Decisions by region, reason and tier.
+    pub decisions: IntCounterVec,
+    /// Refused selections by cause.
+    pub refusals: IntCounterVec,
+    /// GeoIP lookups by outcome.
+    pub geo_lookups: IntCounterVec,
+    /// Build time of the GeoIP database in service.
+    pub geo_build_time: IntGauge,
+    /// Tokens issued by region and key id.
+    pub tokens: IntCounterVec,
+    /// 1 when a bridge is up.
+    bridge_up: IntGaugeVec,
+    /// Latest stress per bridge.
+    bridge_stress: GaugeVec,
+    /// Latest participant count per bridge.
+    bridge_participants: IntGaugeVec,
+    /// Probe latency.
+    probe_duration: HistogramVec,
+    /// Failed probes by bridge and cause.
+    probe_failures: IntCounterVec,
+    /// Build information.
+    build_info: IntGaugeVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NAMESPACE)
+}
+
+impl Metrics {
+    /// Creates and registers every series.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let m = Metrics {
+            registry: Registry::new(),
+            http_requests: IntCounterVec::new(
+                opts(
+                    "http_requests_total",
+                    "HTTP requests by route template and status.",
+                ),
+                &["route", "method", "status"],
+            )?,
+            http_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "HTTP request latency by route template.",
+                )
+                .namespace(NAMESPACE)
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ]),
+                &["route"],
+            )?,
+            decisions: IntCounterVec::new(
+                opts(
+                    "decisions_total",
+                    "Region decisions by region, reason and tier.",
+                ),
+                &["region", "reason", "tier"],
+            )?,
+            refusals: IntCounterVec::new(
+                opts(
+                    "refusals_total",
+                    "Selections that found no usable region, by cause.",
+                ),
+                &["cause"],
+            )?,
+            geo_lookups: IntCounterVec::new(
+                opts("geo_lookups_total", "GeoIP lookups by outcome."),
+                &["outcome"],
+            )?,
+            geo_build_time: IntGauge::with_opts(opts(
+                "geo_database_build_timestamp_seconds",
+                "Build time of the GeoIP database in service.",
+            ))?,
+            tokens: IntCounterVec::new(
+                opts("tokens_issued_total", "Tokens issued by region and key id."),
+                &["region", "kid"],
+            )?,
+            bridge_up: IntGaugeVec::new(
+                opts(
+                    "bridge_up",
+                    "1 when the bridge passes its health checks, else 0.",
+                ),
+                &["bridge", "region"],
+            )?,
+            bridge_stress: GaugeVec::new(
+                opts(
+                    "bridge_stress",
+                    "Latest stress level reported by the bridge.",
+                ),
+                &["bridge", "region"],
+            )?,
+            bridge_participants: IntGaugeVec::new(
+                opts(
+                    "bridge_participants",
+                    "Latest participant count reported by the bridge.",
+                ),
+                &["bridge", "region"],
+            )?,
+            probe_duration: HistogramVec::new(
+                HistogramOpts::new("probe_duration_seconds", "Time one bridge probe took.")
+                    .namespace(NAMESPACE)
+                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0]),
+                &["bridge"],
+            )?,
+            probe_failures: IntCounterVec::new(
+                opts("probe_failures_total", "Failed bridge probes by cause."),
+                &["bridge", "cause"],
+            )?,
+            build_info: IntGaugeVec::new(
+                opts("build_info", "Always 1; the version is a label."),
+                &["version"],
+            )?,
+        };
+        m.registry.register(Box::new(m.http_requests.clone()))?;
+        m.registry.register(Box::new(m.http_duration.clone()))?;
+        m.registry.register(Box::new(m.decisions.clone()))?;
+        m.registry.register(Box::new(m.refusals.clone()))?;
+        m.registry.register(Box::new(m.geo_lookups.clone()))?;
+        m.registry.register(Box::new(m.geo_build_time.clone()))?;
+        m.registry.register(Box::new(m.tokens.clone()))?;
+        m.registry.register(Box::new(m.bridge_up.clone()))?;
+        m.registry.register(Box::new(m.bridge_stress.clone()))?;
+        m.registry
+            .register(Box::new(m.bridge_participants.clone()))?;
+        m.registry.register(Box::new(m.probe_duration.clone()))?;
+        m.registry.register(Box::new(m.probe_failures.clone()))?;
+        m.registry.register(Box::new(m.build_info.clone()))?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// Records one probe's latency and, when it failed, its cause.
+    pub fn observe_probe(&self, bridge: &Bridge, outcome: &Outcome, took: Duration) {
+        let id = bridge.id.as_str();
+        self.probe_duration
+            .with_label_values(&[id])
+            .observe(took.as_secs_f64());
+        let cause = match outcome {
+            Outcome::Pass(_) | Outcome::PassNoStats => return,
+            Outcome::Unhealthy(_) => "unhealthy",
+            Outcome::Failed(cause, _) => cause.label(),
+        };
+        self.probe_failures.with_label_values(&[id, cause]).inc();
+    }
+
+    /// Publishes a bridge's state, stress and participants.
+    pub fn set_bridge_health(&self, bridge: &Bridge, health: &Health) {
+        let labels = [bridge.id.as_str(), bridge.region.as_str()];
+        self.bridge_up
+            .with_label_values(&labels)
+            .set(i64::from(health.state == State::Up));
+        self.bridge_stress
+            .with_label_values(&labels)
+            .set(health.stress());
+        let participants = health.stats.as_ref().map_or(0, |s| s.participants);
+        let participants = i64::try_from(participants).unwrap_or(i64::MAX);
+        self.bridge_participants
+            .with_label_values(&labels)
+            .set(participants);
+    }
+
+    /// The text exposition format of every series.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let families = self.registry.gather();
+        if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
+            tracing::error!(%error, "metrics could not be encoded");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,122 @@
+//! The command line: keygen, lookup, check-config, and start-up refusals.
+
+use crate::helpers::{command, repo_path, run};
+
+/// keygen writes a 0600 key that openssl accepts and prints the path Prosody fetches.
+#[test]
+fn keygen_writes_a_private_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("k.pem");
+    let (ok, stdout, stderr) = run(command()
+        .args(["keygen", "--bits", "2048", "--out"])
+        .arg(&out));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("/8791edb7d806447dd0aaa98a2b568ad792696ed4d885f23b89f6beb7f7c4f44e.pem"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("-----BEGIN PUBLIC KEY-----"));
+    let (ok, text, _) = run(std::process::Command::new("openssl")
+        .args(["rsa", "-check", "-noout", "-in"])
+        .arg(&out));
+    assert!(ok, "openssl rejects the key: {text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (again, _, stderr) = run(command()
+        .args(["keygen", "--bits", "2048", "--out"])
+        .arg(&out));
+    assert!(
+        !again && stderr.contains("exists"),
+        "overwrote the key: {stderr}"
+    );
+}
+
+/// lookup prints the place and the region for each address.
+#[test]
+fn lookup_prints_regions() {
+    let (ok, stdout, stderr) = run(command()
+        .env(
+            "GEOBRIDGE_GEO_DATABASE",
+            repo_path("data/geobridge-city.mmdb"),
+        )
+        .args(["lookup", "81.2.69.142", "10.0.0.1", "nonsense"]));
+    assert!(!ok, "an invalid address makes the exit status non-zero");
+    assert!(stdout.contains("81.2.69.142\tEU/GB"), "{stdout}");
+    assert!(stdout.contains("-> eu-west (nearest"), "{stdout}");
+    assert!(
+        stdout.contains("10.0.0.1\tno location (Private address)\t-> eu-central (default)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("nonsense\tnot an IP address"), "{stderr}");
+}
+
+/// A bad configuration lists every problem and exits 64; secrets are masked when valid.
+#[test]
+fn check_config_reports_everything() {
+    let (ok, _, stderr) = run(command()
+        .env("GEOBRIDGE_LISTEN", "0.0.0.0:9")
+        .env("JITSI_URL", "meet")
+        .env("GEOBRIDGE_PROBE_RISE", "0")
+        .arg("check-config"));
+    assert!(!ok);
+    for expected in [
+        "server.lobby_credentials",
+        "jitsi.url: 'meet'",
+        "probe.rise",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected} missing from:\n{stderr}"
+        );
+    }
+    let status = command()
+        .env("GEOBRIDGE_PROBE_RISE", "0")
+        .arg("check-config")
+        .status()
+        .expect("runs");
+    assert_eq!(status.code(), Some(64));
+
+    let (ok, stdout, _) = run(command()
+        .env("GEOBRIDGE_LOBBY_CREDENTIALS", "very-secret-credential-1")
+        .arg("check-config"));
+    assert!(ok);
+    assert!(
+        stdout.contains("<set>") && !stdout.contains("very-secret-credential-1"),
+        "{stdout}"
+    );
+}
+
+/// serve refuses a public address without a lobby credential, before binding, with 64.
+#[test]
+fn serve_refuses_open_public_listener() {
+    let out = command()
+        .env("GEOBRIDGE_LISTEN", "0.0.0.0:0")
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GEOBRIDGE_LOBBY_CREDENTIALS"), "{stderr}");
+    assert!(!stderr.contains("listening on http"), "{stderr}");
+}
+
+/// A missing or corrupt GeoIP file is a start-up error naming the file.
+#[test]
+fn bad_geo_database_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let corrupt = dir.path().join("corrupt.mmdb");
+    std::fs::write(&corrupt, b"this is not a database").expect("write");
+    let out = command()
+        .env("GEOBRIDGE_GEO_DATABASE", &corrupt)
+        .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt.mmdb"));
+}

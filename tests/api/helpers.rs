@@ -1,0 +1,325 @@
+//! Test harness: the real `geobridge` binary as a child process on 127.0.0.1:0, fake
+//! Videobridges as small axum servers on port 0, and one helper per endpoint.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::Value;
+
+/// The example configuration the tests start from.
+pub fn example_config() -> String {
+    std::fs::read_to_string(repo_path("data/geobridge.example.toml")).expect("example config")
+}
+
+/// A path inside the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A stats fixture from `tests/fixtures/jvb`.
+pub fn fixture(name: &str) -> String {
+    let path = repo_path(&format!("tests/fixtures/jvb/{name}"));
+    std::fs::read_to_string(path).expect("fixture")
+}
+
+/// How to start geobridge.
+pub struct Options {
+    /// Text appended to the example configuration (bridges, pins, ...).
+    pub extra_toml: String,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Replace the example configuration entirely.
+    pub config: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_toml: String::new(),
+            env: Vec::new(),
+            config: None,
+        }
+    }
+}
+
+impl Options {
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Options {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Registers a bridge in the config.
+    pub fn bridge(mut self, id: &str, region: &str, url: &str) -> Options {
+        self.extra_toml.push_str(&format!(
+            "\n[[bridges]]\nid = \"{id}\"\nregion = \"{region}\"\nurl = \"{url}\"\n"
+        ));
+        self
+    }
+}
+
+/// A running geobridge.
+pub struct App {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Holds the config, state dir and key files.
+    pub dir: tempfile::TempDir,
+    /// Everything the process logged so far.
+    pub log: Arc<Mutex<String>>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    child: Child,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `geobridge` command with a clean environment.
+pub fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_geobridge"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GEOBRIDGE_") || key.starts_with("JITSI_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Starts geobridge with `options` and waits until it listens.
+pub async fn spawn_app(options: Options) -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = options.config.clone().unwrap_or_else(example_config) + &options.extra_toml;
+    let config_path = dir.path().join("geobridge.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut command = command();
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+        .env(
+            "GEOBRIDGE_GEO_DATABASE",
+            repo_path("data/geobridge-city.mmdb"),
+        )
+        .env("GEOBRIDGE_PROBE_INTERVAL_MS", "200")
+        .env("GEOBRIDGE_PROBE_TIMEOUT_MS", "150")
+        .env("RUST_LOG", "info,geobridge=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in &options.env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("geobridge starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let _ = tx.send(addr.trim_end_matches('"').to_owned());
+            }
+            let mut log = sink.lock().expect("log lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "geobridge did not start; log:\n{}",
+                log.lock().expect("log lock")
+            )
+        });
+    App {
+        base: format!("http://{addr}"),
+        dir,
+        log,
+        http: reqwest::Client::new(),
+        child,
+    }
+}
+
+/// A decoded answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body as JSON (`Value::Null` when it is not JSON).
+    pub json: Value,
+    /// Body as text.
+    pub text: String,
+}
+
+impl App {
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// `GET /v1/regions/select?ip=`.
+    pub async fn select(&self, ip: &str) -> Answer {
+        self.get(&format!("/v1/regions/select?ip={}", urlencode(ip)))
+            .await
+    }
+
+    /// `POST /v1/rooms` with a JSON body.
+    pub async fn create_room(&self, body: &Value) -> Answer {
+        let request = self.http.post(format!("{}/v1/rooms", self.base)).json(body);
+        self.send(request).await
+    }
+
+    /// Sends any request and decodes the answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request sent");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, json, text }
+    }
+
+    /// Polls `check` every 50 ms until it returns true, for at most `secs` seconds.
+    pub async fn wait_until<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while tokio::time::Instant::now() < deadline {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; log:\n{}",
+            self.log.lock().expect("log lock")
+        );
+    }
+
+    /// The health entry of one bridge from `GET /v1/regions`.
+    pub async fn bridge_health(&self, id: &str) -> Value {
+        let regions = self.get("/v1/regions").await.json;
+        for region in regions.as_array().expect("regions array") {
+            for bridge in region["bridges"].as_array().expect("bridges array") {
+                if bridge["id"] == id {
+                    return bridge["health"].clone();
+                }
+            }
+        }
+        panic!("bridge {id} not listed")
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// How a fake bridge answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// 200 on health, these stats.
+    Healthy(String),
+    /// 500 on health.
+    Unhealthy,
+    /// Never answers.
+    Hang,
+    /// 200 on health, stats that are not JSON.
+    Garbage,
+}
+
+/// A fake Videobridge on 127.0.0.1:0.
+pub struct FakeBridge {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    behaviour: Arc<Mutex<Behaviour>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeBridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeBridge {
+    /// Starts a bridge that answers healthy with the idle stats fixture.
+    pub async fn start() -> FakeBridge {
+        let behaviour = Arc::new(Mutex::new(Behaviour::Healthy(fixture("stats-idle.json"))));
+        let health = behaviour.clone();
+        let stats = behaviour.clone();
+        let router = Router::new()
+            .route("/about/health", get(move || answer_health(health.clone())))
+            .route("/colibri/stats", get(move || answer_stats(stats.clone())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        FakeBridge {
+            url,
+            behaviour,
+            task,
+        }
+    }
+
+    /// Changes how it answers from now on.
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().expect("behaviour lock") = behaviour;
+    }
+}
+
+async fn answer_health(behaviour: Arc<Mutex<Behaviour>>) -> (StatusCode, String) {
+    let current = behaviour.lock().expect("behaviour lock").clone();
+    match current {
+        Behaviour::Unhealthy => (StatusCode::INTERNAL_SERVER_ERROR, "ice failed".to_owned()),
+        Behaviour::Hang => std::future::pending().await,
+        _ => (StatusCode::OK, String::new()),
+    }
+}
+
+async fn answer_stats(behaviour: Arc<Mutex<Behaviour>>) -> (StatusCode, String) {
+    let current = behaviour.lock().expect("behaviour lock").clone();
+    match current {
+        Behaviour::Healthy(stats) => (StatusCode::OK, stats),
+        Behaviour::Garbage => (StatusCode::OK, "{not json".to_owned()),
+        Behaviour::Hang => std::future::pending().await,
+        Behaviour::Unhealthy => (StatusCode::OK, fixture("stats-idle.json")),
+    }
+}
+
+/// Base64url without padding, decoded.
+pub fn b64url(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .expect("base64url")
+}
+
+/// Runs a command and returns (status ok, stdout, stderr).
+pub fn run(command: &mut Command) -> (bool, String, String) {
+    let out = command.output().expect("command runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}

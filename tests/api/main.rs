@@ -1,0 +1,8 @@
+//! Integration tests: the real binary over real HTTP, with fake Videobridges.
+
+mod cli;
+mod errors;
+mod helpers;
+mod probing;
+mod rooms;
+mod select;
