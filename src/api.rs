@@ -222,7 +222,8 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     m.http_duration
         .with_label_values(&[&route])
         .observe(took.as_secs_f64());
-    tracing::debug!(%method, route, status = status.as_u16(), duration_ms = took.as_millis() as u64);
+    let (status, duration_ms) = (status.as_u16(), took.as_millis() as u64);
+    tracing::debug!(%method, route, status, duration_ms, "request");
     response
 }
 

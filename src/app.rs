@@ -70,7 +70,8 @@ fn signer(settings: &Settings) -> Result<Signer, String> {
             }
             warn_if_readable_by_others(&path);
             let key = RsaKey::load(&path, settings.key_id()).map_err(|e| e.to_string())?;
-            tracing::info!(kid = %key.kid(), bits = key.bits(), path = %path.display(), "signing key loaded");
+            let (kid, bits, path) = (key.kid(), key.bits(), path.display());
+            tracing::info!(%kid, bits, %path, "signing key loaded");
             Ok(Signer::Rs256(key))
         }
     }
@@ -93,7 +94,8 @@ fn warn_if_readable_by_others(path: &Path) {
             .map(|m| m.permissions().mode())
             .unwrap_or(0);
         if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600");
+            let path = path.display();
+            tracing::warn!(%path, "key file is readable by other users; chmod 600");
         }
     }
 }

@@ -15,13 +15,13 @@ use crate::geo::{CountryCode, Point};
 
 /// Why an identifier was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "'{value}' is not a valid id: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-)]
+#[error("'{value}' is not a valid id: use 1-63 characters of a-z, 0-9 and '-', {EDGES}")]
 pub struct InvalidId {
     /// The refused value.
     pub value: String,
 }
+
+const EDGES: &str = "not starting or ending with '-'";
 
 fn check_id(value: &str) -> Result<(), InvalidId> {
     let fits = (1..=63).contains(&value.len())

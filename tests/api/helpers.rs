@@ -29,6 +29,7 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// How to start geobridge.
+#[derive(Default)]
 pub struct Options {
     /// Text appended to the example configuration (bridges, pins, ...).
     pub extra_toml: String,
@@ -36,16 +37,6 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Replace the example configuration entirely.
     pub config: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            extra_toml: String::new(),
-            env: Vec::new(),
-            config: None,
-        }
-    }
 }
 
 impl Options {

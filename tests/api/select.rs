@@ -47,7 +47,8 @@ async fn private_address_gets_default_region() {
 /// Country and network pins take precedence over distance.
 #[tokio::test]
 async fn pins_take_precedence() {
-    let pins = "\n[pins]\ncountries = { GB = \"us-east\" }\nnetworks = { \"10.1.0.0/16\" = \"ap-south\" }\n";
+    let pins = "\n[pins]\ncountries = { GB = \"us-east\" }\n\
+                networks = { \"10.1.0.0/16\" = \"ap-south\" }\n";
     let app = spawn_app(Options {
         extra_toml: pins.to_owned(),
         ..Options::default()
