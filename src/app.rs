@@ -13,39 +13,112 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::api::{self, AppState};
+use std::time::Duration;
+
+use crate::api::{self, AppState, Credentials};
 use crate::config::{Auth, Problems, Settings};
 use crate::geo::{Database, Geo};
 use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
+use crate::store::{self, Store};
 use crate::token::{self, RsaKey, Signer};
+
+/// How often expired rooms are deleted.
+const ROOM_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Key size `serve` generates when no key file is configured.
 const GENERATED_KEY_BITS: usize = 4096;
 
-/// Loads the GeoIP database and the signing key, collecting every problem.
-pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
+/// Loads the GeoIP database, the signing key, the credentials and the store, collecting
+/// every problem; nothing is listening yet.
+pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let mut problems = Vec::new();
     let geo = Database::open(&settings.geo.database).map_err(|e| problems.push(e.to_string()));
     let signer = signer(settings).map_err(|e| problems.push(e));
     let metrics = Metrics::new().map_err(|e| problems.push(format!("metrics: {e}")));
-    let (Ok(geo), Ok(signer), Ok(metrics)) = (geo, signer, metrics) else {
+    let credentials = Credentials::load(&settings.server).map_err(|e| problems.extend(e));
+    let store = open_store(settings).await.map_err(|e| problems.push(e));
+    let (Ok(geo), Ok(signer), Ok(metrics), Ok(credentials), Ok(store)) =
+        (geo, signer, metrics, credentials, store)
+    else {
         return Err(Problems(problems));
     };
     let build = i64::try_from(geo.info().build_epoch).unwrap_or(0);
     metrics.geo_build_time.set(build);
-    let ready = Arc::new(AtomicBool::new(settings.catalog.bridges().is_empty()));
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
         health: Arc::new(ArcSwap::from_pointee(HealthSnapshot::default())),
         signer: Arc::new(signer),
         metrics: Arc::new(metrics),
-        ready,
-        lobby_credentials: settings.server.lobby_credentials.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+        credentials: ArcSwap::from_pointee(credentials),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
-    }))
+        store,
+        settings: Arc::new(settings.clone()),
+    });
+    let registry = state
+        .store
+        .registry()
+        .await
+        .map_err(|e| Problems(vec![e.to_string()]))?;
+    let catalog = state.catalog_from(&registry).map_err(Problems)?;
+    state.ready.store(
+        catalog.bridges().is_empty(),
+        std::sync::atomic::Ordering::Release,
+    );
+    state.catalog.store(Arc::new(catalog));
+    Ok(state)
+}
+
+/// Opens the configured store (SQLite in the state dir by default) and seeds it with the
+/// config file's regions and bridges.
+async fn open_store(settings: &Settings) -> Result<Store, String> {
+    let url = match &settings.store.url {
+        Some(url) => url.expose().to_owned(),
+        None => {
+            let dir = &settings.server.state_dir;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("state dir '{}': {e}", dir.display()))?;
+            store::sqlite_url(dir)
+        }
+    };
+    let store = Store::open(&url).await.map_err(|e| format!("store: {e}"))?;
+    store
+        .seed(&settings.regions, &settings.bridges)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    Ok(store)
+}
+
+/// Follows registry changes made by other instances and purges expired rooms.
+async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let mut seen = state.store.version().await.unwrap_or(-1);
+    let mut purged_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => break,
+        }
+        match state.store.version().await {
+            Ok(version) if version != seen => {
+                seen = version;
+                state.refresh_catalog().await;
+                tracing::debug!(version, "registry changed; catalog refreshed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "registry version could not be read"),
+        }
+        if purged_at.elapsed() >= ROOM_PURGE_EVERY {
+            purged_at = tokio::time::Instant::now();
+            match state.store.purge_rooms(store::now_seconds()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "expired rooms purged"),
+                Err(error) => tracing::warn!(%error, "expired rooms could not be purged"),
+            }
+        }
+    }
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.
@@ -113,19 +186,60 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
         config: settings.probe.clone(),
         metrics: state.metrics.clone(),
     };
-    let probing = tokio::spawn(
-        prober
-            .run(stopped)
-            .instrument(tracing::info_span!("prober")),
-    );
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let span = tracing::info_span!("prober");
+    let probing = tokio::spawn(prober.run(stopped.clone()).instrument(span));
+    let poll = Duration::from_millis(settings.store.poll_ms);
+    let span = tracing::info_span!("sync");
+    let syncing = tokio::spawn(keep_in_sync(state.clone(), poll, stopped.clone()).instrument(span));
+    let reloading = tokio::spawn(reload_on_hangup(state.clone(), stopped));
+    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("stopped accepting; stopping the prober");
+    tracing::info!("stopped accepting; stopping background tasks");
     let _ = stop.send(true);
     probing.await?;
+    syncing.await?;
+    reloading.await?;
+    state.store.close().await;
     Ok(())
+}
+
+/// Re-reads what may change without a restart: the credential files.
+pub fn reload(state: &AppState) {
+    match Credentials::load(&state.settings.server) {
+        Ok(credentials) => {
+            state.credentials.store(Arc::new(credentials));
+            tracing::info!("credentials reloaded");
+        }
+        Err(problems) => {
+            let problems = problems.join("; ");
+            tracing::error!(
+                problems,
+                "credentials not reloaded; the old ones stay in service"
+            );
+        }
+    }
+}
+
+/// Calls [`reload`] on every SIGHUP until `stop` turns true.
+async fn reload_on_hangup(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched; reload needs a restart");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => reload(&state),
+                _ = stop.changed() => break,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (state, stop.changed().await);
 }
 
 async fn shutdown_signal() {

@@ -163,7 +163,7 @@ async fn lobby_credentials_are_enforced() {
         &app.send(post(Some("Bearer wrong-credential-xxxxxx"))).await,
         401,
         "unauthorized",
-        "not a valid",
+        "not valid",
     );
     assert_error(
         &app.send(post(Some(good))).await,

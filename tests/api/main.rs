@@ -4,5 +4,7 @@ mod cli;
 mod errors;
 mod helpers;
 mod probing;
+mod registry;
 mod rooms;
 mod select;
+mod store;
