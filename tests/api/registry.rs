@@ -409,3 +409,52 @@ async fn expired_rooms_refuse_guests() {
     .await;
     assert_eq!(answer.status, 404, "{}", answer.text);
 }
+
+/// With two shards, a room's link points at its shard, the token carries that shard's `sub`,
+/// and a guest from far away stays on the room's shard.
+#[tokio::test]
+async fn rooms_stay_on_their_shard() {
+    let shards = "\n[[shards]]\nid = \"meet-us\"\nurl = \"https://meet-us.example.com\"\n\
+                  \n[[shards]]\nid = \"meet-eu\"\nurl = \"https://meet-eu.example.com/\"\n\
+                  subject = \"meet-eu.example.com\"\n";
+    let config = crate::helpers::example_config().replace(
+        "group = \"europe\"",
+        "group = \"europe\"\nshard = \"meet-eu\"",
+    ) + shards;
+    let app = spawn_app(Options {
+        config: Some(config),
+        ..Options::default()
+    })
+    .await;
+    let host = json!({"user": {"id": "h", "name": "Host"}, "client_ip": UK});
+    let created = app.create_room(&host).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let room = created.json["room"].as_str().expect("room").to_owned();
+    let link = created.json["link"].as_str().expect("link");
+    assert!(
+        link.starts_with(&format!("https://meet-eu.example.com/{room}?jwt=")),
+        "{link}"
+    );
+
+    let guest = json!({"user": {"id": "g", "name": "Guest"}, "client_ip": "8.8.8.8"});
+    let path = format!("/v1/rooms/{room}/participants");
+    let joined = call(&app, Method::POST, &path, "", Some(guest.clone())).await;
+    assert_eq!(joined.status, 201, "{}", joined.text);
+    assert_eq!(
+        joined.json["region"], "eu-west",
+        "nearest region on the room's shard"
+    );
+    let token = joined.json["token"].as_str().expect("token");
+    let claims = token.split('.').nth(1).expect("claims");
+    let claims: Value = serde_json::from_slice(&crate::helpers::b64url(claims)).expect("json");
+    assert_eq!(claims["sub"], "meet-eu.example.com");
+    // A new room for the same Californian lands on the US shard.
+    let own = app.create_room(&guest).await;
+    assert_eq!(own.json["region"], "us-west");
+    assert!(
+        own.json["link"]
+            .as_str()
+            .expect("link")
+            .starts_with("https://meet-us.example.com/")
+    );
+}
