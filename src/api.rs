@@ -20,7 +20,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+mod forwarded;
 mod registry;
+
+pub use forwarded::client_address;
 
 use crate::catalog::{Catalog, Shard};
 use crate::config::{self, Secret, Settings};
@@ -526,6 +529,7 @@ fn tier_label(decision: &Decision) -> &'static str {
 async fn create_room(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRoom>,
 ) -> Result<(StatusCode, Json<RoomCreated>), ApiError> {
     check_user(&body.user)?;
@@ -535,7 +539,7 @@ async fn create_room(
             "participants must be 1 to 1000",
         ));
     }
-    let ip = client_ip(body.client_ip.as_deref(), peer)?;
+    let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
     let catalog = state.catalog.load_full();
     let (location, decision) = decide(&state, ip, &catalog)?;
     let shard = shard_of(&catalog, &decision)?;
@@ -573,12 +577,13 @@ pub struct AddParticipant {
 async fn add_participant(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(room): Path<String>,
     JsonBody(body): JsonBody<AddParticipant>,
 ) -> Result<(StatusCode, Json<RoomCreated>), ApiError> {
     let room = RoomName::parse(&room).map_err(|why| ApiError::invalid("invalid_room", why))?;
     check_user(&body.user)?;
-    let ip = client_ip(body.client_ip.as_deref(), peer)?;
+    let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
     let now = store::now_seconds();
     let record = state.store.live_room(room.as_str(), now).await;
     let record = record
@@ -610,10 +615,20 @@ fn check_user(user: &User) -> Result<(), ApiError> {
     }
 }
 
-fn client_ip(given: Option<&str>, peer: SocketAddr) -> Result<IpAddr, ApiError> {
+/// The address to locate: the one the lobby sent, else the peer (behind trusted proxies).
+fn client_ip(
+    state: &AppState,
+    given: Option<&str>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<IpAddr, ApiError> {
     match given {
         Some(text) => parse_ip("client_ip", text),
-        None => Ok(peer.ip()),
+        None => Ok(client_address(
+            peer.ip(),
+            headers,
+            &state.settings.server.trusted_proxies,
+        )),
     }
 }
 
@@ -701,11 +716,13 @@ async fn sign(
 async fn select_region(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     QueryParams(query): QueryParams<SelectQuery>,
 ) -> Result<Json<Selected>, ApiError> {
+    let trusted = &state.settings.server.trusted_proxies;
     let ip = match &query.ip {
         Some(text) => parse_ip("ip", text)?,
-        None => peer.ip(),
+        None => client_address(peer.ip(), &headers, trusted),
     };
     let (location, decision) = decide(&state, ip, &state.catalog.load())?;
     Ok(Json(Selected {

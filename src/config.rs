@@ -58,6 +58,11 @@ const ENV: &[(&str, &str, Kind)] = &[
         Kind::Text,
     ),
     ("GEOBRIDGE_LOG_FORMAT", "server.log_format", Kind::Text),
+    (
+        "GEOBRIDGE_TRUSTED_PROXIES",
+        "server.trusted_proxies",
+        Kind::List,
+    ),
     ("GEOBRIDGE_DATABASE_URL", "store.url", Kind::Text),
     ("GEOBRIDGE_STORE_POLL_MS", "store.poll_ms", Kind::Number),
     (
@@ -179,6 +184,9 @@ pub struct Server {
     /// Log line format.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Networks whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn default_listen() -> SocketAddr {
