@@ -16,12 +16,13 @@ use axum::extract::{
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 mod forwarded;
-mod registry;
+mod openapi;
+pub mod registry;
 
 pub use forwarded::client_address;
 
@@ -170,46 +171,139 @@ fn credential_lines(text: &str) -> impl Iterator<Item = Secret> + '_ {
         .map(|l| Secret::new(l.to_owned()))
 }
 
-/// The route table.
+/// An HTTP method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone: health, metrics, public keys, the API document.
+    Public,
+    /// A credential of this kind.
+    Needs(Need),
+}
+
+/// One route: method, path template, who may call it and its handler.
+struct Route {
+    verb: Verb,
+    path: &'static str,
+    access: Access,
+    handler: fn(MethodFilter) -> MethodRouter<Shared>,
+}
+
+const fn route(
+    verb: Verb,
+    path: &'static str,
+    access: Access,
+    handler: fn(MethodFilter) -> MethodRouter<Shared>,
+) -> Route {
+    Route {
+        verb,
+        path,
+        access,
+        handler,
+    }
+}
+
+const LOBBY: Access = Access::Needs(Need::Role(Role::Lobby));
+const ADMIN: Access = Access::Needs(Need::Role(Role::Admin));
+const READER: Access = Access::Needs(Need::Either);
+const PUBLIC: Access = Access::Public;
+
+/// The route table: the router is built from it, and a test holds the OpenAPI document
+/// (`src/api/openapi.json`) to exactly these paths, methods and credentials.
+const ROUTES: &[Route] = &[
+    route(Verb::Post, "/v1/rooms", LOBBY, |m| on(m, create_room)),
+    route(Verb::Post, "/v1/rooms/{room}/participants", LOBBY, |m| {
+        on(m, add_participant)
+    }),
+    route(Verb::Get, "/v1/regions/select", LOBBY, |m| {
+        on(m, select_region)
+    }),
+    route(Verb::Get, "/v1/regions", READER, |m| {
+        on(m, registry::list_regions)
+    }),
+    route(Verb::Get, "/v1/regions/{id}", READER, |m| {
+        on(m, registry::get_region)
+    }),
+    route(Verb::Put, "/v1/regions/{id}", ADMIN, |m| {
+        on(m, registry::put_region)
+    }),
+    route(Verb::Delete, "/v1/regions/{id}", ADMIN, |m| {
+        on(m, registry::delete_region)
+    }),
+    route(Verb::Get, "/v1/bridges", READER, |m| {
+        on(m, registry::list_bridges)
+    }),
+    route(Verb::Get, "/v1/bridges/{id}", READER, |m| {
+        on(m, registry::get_bridge)
+    }),
+    route(Verb::Put, "/v1/bridges/{id}", ADMIN, |m| {
+        on(m, registry::put_bridge)
+    }),
+    route(Verb::Patch, "/v1/bridges/{id}", ADMIN, |m| {
+        on(m, registry::patch_bridge)
+    }),
+    route(Verb::Delete, "/v1/bridges/{id}", ADMIN, |m| {
+        on(m, registry::delete_bridge)
+    }),
+    route(Verb::Get, "/asap/{file}", PUBLIC, |m| on(m, get_public_key)),
+    route(Verb::Get, "/healthz", PUBLIC, |m| on(m, get_healthz)),
+    route(Verb::Get, "/readyz", PUBLIC, |m| on(m, get_readyz)),
+    route(Verb::Get, "/metrics", PUBLIC, |m| on(m, get_metrics)),
+    route(Verb::Get, "/openapi.json", PUBLIC, |m| {
+        on(m, openapi::get_openapi)
+    }),
+];
+
+/// The router: every route of [`ROUTES`], each group behind its credential check.
 pub fn router(state: Shared) -> Router {
-    use axum::routing::put;
-    let guard = |need: Need| middleware::from_fn_with_state((state.clone(), need), require);
-    let lobby = Router::new()
-        .route("/v1/rooms", post(create_room))
-        .route("/v1/rooms/{room}/participants", post(add_participant))
-        .route("/v1/regions/select", get(select_region))
-        .route_layer(guard(Need::Role(Role::Lobby)));
-    let readers = Router::new()
-        .route("/v1/regions", get(registry::list_regions))
-        .route("/v1/regions/{id}", get(registry::get_region))
-        .route("/v1/bridges", get(registry::list_bridges))
-        .route("/v1/bridges/{id}", get(registry::get_bridge))
-        .route_layer(guard(Need::Either));
-    let admin = Router::new()
-        .route(
-            "/v1/regions/{id}",
-            put(registry::put_region).delete(registry::delete_region),
-        )
-        .route(
-            "/v1/bridges/{id}",
-            put(registry::put_bridge)
-                .patch(registry::patch_bridge)
-                .delete(registry::delete_bridge),
-        )
-        .route_layer(guard(Need::Role(Role::Admin)));
-    Router::new()
-        .merge(lobby)
-        .merge(readers)
-        .merge(admin)
-        .route("/asap/{file}", get(get_public_key))
-        .route("/healthz", get(get_healthz))
-        .route("/readyz", get(get_readyz))
-        .route("/metrics", get(get_metrics))
-        .fallback(not_found)
+    let mut app = Router::new();
+    for access in [LOBBY, READER, ADMIN, PUBLIC] {
+        app = app.merge(routes_for(access, &state));
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// The routes of one access group, with the credential check for that group.
+fn routes_for(access: Access, state: &Shared) -> Router<Shared> {
+    let mut group = Router::new();
+    let mut any = false;
+    for entry in ROUTES.iter().filter(|r| r.access == access) {
+        group = group.route(entry.path, (entry.handler)(entry.verb.filter()));
+        any = true;
+    }
+    match access {
+        // axum refuses a route layer on a router without routes.
+        Access::Needs(need) if any => group.route_layer(middleware::from_fn_with_state(
+            (state.clone(), need),
+            require,
+        )),
+        _ => group,
+    }
 }
 
 /// An error answer: status, a stable code and a message saying what to fix.
@@ -227,6 +321,11 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {

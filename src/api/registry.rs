@@ -67,6 +67,40 @@ pub struct RegionInput {
     pub shard: Option<String>,
 }
 
+impl RegionInput {
+    /// The region this body describes at path id `id`, or what is wrong with it.
+    pub fn check(self, id: &str) -> Result<Region, ApiError> {
+        let id = parse_id(RegionId::parse, id)?;
+        check_body_id(self.id.as_deref(), id.as_str())?;
+        let point = Point {
+            latitude: self.latitude,
+            longitude: self.longitude,
+        };
+        point
+            .check()
+            .map_err(|why| ApiError::invalid("invalid_region", why))?;
+        if !self.bias_km.is_finite() || self.bias_km.abs() > 40_000.0 {
+            return Err(ApiError::invalid(
+                "invalid_region",
+                "bias_km must be within ±40000",
+            ));
+        }
+        let shard = self
+            .shard
+            .as_deref()
+            .map(|s| parse_id(ShardId::parse, s))
+            .transpose()?;
+        Ok(Region {
+            id,
+            name: self.name,
+            point,
+            group: self.group,
+            bias_km: self.bias_km,
+            shard,
+        })
+    }
+}
+
 /// `PUT /v1/bridges/{id}` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +121,32 @@ pub struct BridgeInput {
     /// Initial admin state.
     #[serde(default)]
     pub admin_state: Option<AdminState>,
+}
+
+impl BridgeInput {
+    /// The bridge this body describes at path id `id`, or what is wrong with it; whether its
+    /// region exists is checked against the registry later.
+    pub fn check(self, id: &str) -> Result<Bridge, ApiError> {
+        let id = parse_id(BridgeId::parse, id)?;
+        check_body_id(self.id.as_deref(), id.as_str())?;
+        let region = parse_id(RegionId::parse, &self.region)?;
+        catalog::check_bridge_url(&self.url)
+            .map_err(|why| ApiError::invalid("invalid_url", why))?;
+        if self.weight == Some(0) {
+            return Err(ApiError::invalid(
+                "invalid_bridge",
+                "weight must be at least 1",
+            ));
+        }
+        Ok(Bridge {
+            id,
+            region,
+            url: self.url.trim_end_matches('/').to_owned(),
+            weight: self.weight.unwrap_or(1),
+            stats: self.stats.unwrap_or(true),
+            admin_state: self.admin_state.unwrap_or_default(),
+        })
+    }
 }
 
 /// `PATCH /v1/bridges/{id}` body.
@@ -229,34 +289,7 @@ pub async fn put_region(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RegionInput>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(RegionId::parse, &id)?;
-    check_body_id(input.id.as_deref(), id.as_str())?;
-    let point = Point {
-        latitude: input.latitude,
-        longitude: input.longitude,
-    };
-    point
-        .check()
-        .map_err(|why| ApiError::invalid("invalid_region", why))?;
-    if !input.bias_km.is_finite() || input.bias_km.abs() > 40_000.0 {
-        return Err(ApiError::invalid(
-            "invalid_region",
-            "bias_km must be within ±40000",
-        ));
-    }
-    let shard = input
-        .shard
-        .as_deref()
-        .map(|s| parse_id(ShardId::parse, s))
-        .transpose()?;
-    let region = Region {
-        id,
-        name: input.name,
-        point,
-        group: input.group,
-        bias_km: input.bias_km,
-        shard,
-    };
+    let region = RegionInput::check(input, &id)?;
     let mut proposed = registry(&state).await?;
     refuse_config(
         &proposed.regions,
@@ -348,35 +381,23 @@ pub async fn put_bridge(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<BridgeInput>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(BridgeId::parse, &id)?;
-    check_body_id(input.id.as_deref(), id.as_str())?;
-    let region = parse_id(RegionId::parse, &input.region)?;
-    catalog::check_bridge_url(&input.url).map_err(|why| ApiError::invalid("invalid_url", why))?;
-    if input.weight == Some(0) {
-        return Err(ApiError::invalid(
-            "invalid_bridge",
-            "weight must be at least 1",
-        ));
-    }
+    let bridge = input.check(&id)?;
     let mut proposed = registry(&state).await?;
-    refuse_config(&proposed.bridges, |b| b.id.as_str(), "bridge", id.as_str())?;
-    if !proposed.regions.iter().any(|r| r.item.id == region) {
+    let id = bridge.id.as_str();
+    refuse_config(&proposed.bridges, |b| b.id.as_str(), "bridge", id)?;
+    if !proposed.regions.iter().any(|r| r.item.id == bridge.region) {
         let known: Vec<&str> = proposed
             .regions
             .iter()
             .map(|r| r.item.id.as_str())
             .collect();
-        let message = format!("unknown region '{region}'; known: {}", known.join(", "));
+        let message = format!(
+            "unknown region '{}'; known: {}",
+            bridge.region,
+            known.join(", ")
+        );
         return Err(ApiError::invalid("unknown_region", message));
     }
-    let bridge = Bridge {
-        id,
-        region,
-        url: input.url.trim_end_matches('/').to_owned(),
-        weight: input.weight.unwrap_or(1),
-        stats: input.stats.unwrap_or(true),
-        admin_state: input.admin_state.unwrap_or_default(),
-    };
     proposed.bridges.retain(|b| b.item.id != bridge.id);
     proposed.bridges.push(Stored {
         item: bridge.clone(),

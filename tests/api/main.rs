@@ -3,8 +3,10 @@
 mod cli;
 mod errors;
 mod helpers;
+mod openapi;
 mod probing;
 mod registry;
 mod rooms;
+mod schema;
 mod select;
 mod store;
