@@ -560,7 +560,8 @@ pub struct Selected {
     pub decision: Decision,
 }
 
-fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
+/// Reads the address a client sent in `field`; a 422 naming the text when it is none.
+pub fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
     text.trim().parse().map_err(|_| {
         let shown: String = text.chars().take(64).collect();
         ApiError::invalid(

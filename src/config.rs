@@ -398,6 +398,15 @@ impl Settings {
                 EXAMPLE.to_owned(),
             ),
         };
+        Settings::parse(source, &text, env)
+    }
+
+    /// Parses settings from TOML `text` read from `source` and applies `env` on top.
+    pub fn parse(
+        source: String,
+        text: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, Problems> {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e| Problems(vec![format!("config file {source}: {e}")]))?;
