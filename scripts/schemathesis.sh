@@ -15,15 +15,21 @@ cd "$(dirname "$0")/.."
 
 version=4.32.5
 venv=target/schemathesis-venv
+server=""
+
+stop_server() {
+  if [ -n "$server" ]; then
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=""
+  fi
+}
 
 inside() {
-  local examples=$1 root=$PWD work base pid=""
+  local examples=$1 root=$PWD work base=""
   ip link set lo up
   work=$(mktemp -d /tmp/geobridge-schemathesis.XXXXXX)
-  stop() {
-    if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  }
-  trap stop EXIT
+  trap stop_server EXIT
   local lobby admin
   lobby=lobby-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
   admin=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -32,15 +38,15 @@ inside() {
     GEOBRIDGE_LOBBY_CREDENTIALS="$lobby" GEOBRIDGE_ADMIN_CREDENTIALS="$admin" \
     GEOBRIDGE_PROBE_INTERVAL_MS=1000 GEOBRIDGE_PROBE_TIMEOUT_MS=500 RUST_LOG=info \
     target/release/geobridge serve 2>"$work/geobridge.log" &
-  pid=$!
+  server=$!
   for _ in $(seq 1 600); do
     base=$(grep -o 'listening on http://[0-9.:]*' "$work/geobridge.log" | cut -d' ' -f3 || true)
     [ -n "$base" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/geobridge.log"; return 1; }
+    kill -0 "$server" 2>/dev/null || { cat "$work/geobridge.log"; return 1; }
     sleep 0.1
   done
   [ -n "$base" ] || { echo "geobridge did not start"; return 1; }
-  echo "geobridge (pid $pid) at $base; reports in $work"
+  echo "geobridge (pid $server) at $base; reports in $work"
 
   local readers='listRegions|getRegion|listBridges|getBridge'
   local public='getPublicKey|getHealthz|getReadyz|getMetrics|getOpenapi'
@@ -77,8 +83,7 @@ PY
   errors=$(plain | grep -c -E -w 'ERROR|panicked' || true)
   echo "ERROR or panic lines in the geobridge log: $errors"
   [ "$errors" = 0 ] || { plain | grep -E -w 'ERROR|panicked' | head -n 20; failed=1; }
-  stop
-  pid=""
+  stop_server
   if [ "$failed" = 0 ]; then echo "schemathesis: PASS"; else echo "schemathesis: FAIL"; fi
   return "$failed"
 }

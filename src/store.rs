@@ -172,13 +172,24 @@ impl Store {
         Ok(store)
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a transaction that read first and wrote later would fail with
+    /// "database is locked" when another writer got in between, instead of waiting for it.
+    async fn begin_write(&self) -> Result<Tx<'static>, Error> {
+        if self.postgres {
+            Ok(self.pool.begin().await?)
+        } else {
+            Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        }
+    }
+
     /// Closes every connection, waiting for them to finish.
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
     async fn migrate(&self) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.postgres {
             // Two instances starting together must not both migrate.
             sqlx::query("SELECT pg_advisory_xact_lock(7402519)")
@@ -257,7 +268,7 @@ impl Store {
     /// Makes the config file's regions and bridges the config-managed entries: adds and
     /// updates them, and removes config-managed entries the file no longer lists.
     pub async fn seed(&self, regions: &[Region], bridges: &[Bridge]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_seconds();
         for (position, region) in (0_i64..).zip(regions) {
             upsert_region(&mut tx, region, ManagedBy::Config, position, now).await?;
@@ -298,7 +309,7 @@ impl Store {
 
     /// Creates or replaces a region through the API.
     pub async fn put_region(&self, region: &Region) -> Result<Put, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = managed_by(&mut tx, Table::Regions, region.id.as_str()).await?;
         refuse_config_managed(existing, "region", region.id.as_str())?;
         let position = match existing {
@@ -324,7 +335,7 @@ impl Store {
 
     /// Deletes a region; refused while bridges are in it.
     pub async fn delete_region(&self, id: &RegionId) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = managed_by(&mut tx, Table::Regions, id.as_str()).await?;
         refuse_config_managed(existing, "region", id.as_str())?;
         let rows = sqlx::query("SELECT id FROM bridges WHERE region = $1 ORDER BY id")
@@ -353,7 +364,7 @@ impl Store {
 
     /// Creates or replaces a bridge through the API; its region must exist.
     pub async fn put_bridge(&self, bridge: &Bridge) -> Result<Put, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = managed_by(&mut tx, Table::Bridges, bridge.id.as_str()).await?;
         refuse_config_managed(existing, "bridge", bridge.id.as_str())?;
         if managed_by(&mut tx, Table::Regions, bridge.region.as_str())
@@ -379,7 +390,7 @@ impl Store {
 
     /// Deletes a bridge created through the API.
     pub async fn delete_bridge(&self, id: &BridgeId) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = managed_by(&mut tx, Table::Bridges, id.as_str()).await?;
         refuse_config_managed(existing, "bridge", id.as_str())?;
         let deleted = sqlx::query("DELETE FROM bridges WHERE id = $1")
@@ -394,7 +405,7 @@ impl Store {
 
     /// Changes a bridge's admin state (allowed for config-managed bridges too).
     pub async fn set_admin_state(&self, id: &BridgeId, state: AdminState) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = set_admin(&mut tx, id, state).await?;
         bump(&mut tx).await?;
         tx.commit().await?;
