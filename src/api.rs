@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{
     ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
 };
@@ -400,6 +400,19 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        if rejection.status().is_server_error() {
+            return ApiError::internal(&rejection.body_text());
+        }
+        let message = format!(
+            "{}; percent-encode the path as UTF-8",
+            rejection.body_text()
+        );
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", message)
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
         ApiError::new(
@@ -435,6 +448,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(QueryParams(value))
+    }
+}
+
+/// `Path` whose rejections (such as a parameter that is not UTF-8) use the error envelope.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T> FromRequestParts<S> for PathParam<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(PathParam(value))
     }
 }
 
@@ -678,7 +706,7 @@ async fn add_participant(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(room): Path<String>,
+    PathParam(room): PathParam<String>,
     JsonBody(body): JsonBody<AddParticipant>,
 ) -> Result<(StatusCode, Json<RoomCreated>), ApiError> {
     let room = RoomName::parse(&room).map_err(|why| ApiError::invalid("invalid_room", why))?;
@@ -834,7 +862,7 @@ async fn select_region(
 
 async fn get_public_key(
     State(state): State<Shared>,
-    Path(file): Path<String>,
+    PathParam(file): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let unknown = || {
         ApiError::new(

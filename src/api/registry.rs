@@ -6,12 +6,12 @@
 //! other instances notice within their store poll interval.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, JsonBody, Shared};
+use super::{ApiError, JsonBody, PathParam, Shared};
 use crate::catalog::{self, AdminState, Bridge, BridgeId, Region, RegionId, ShardId};
 use crate::geo::Point;
 use crate::probe::Health;
@@ -276,7 +276,7 @@ pub async fn list_regions(State(state): State<Shared>) -> Result<Json<Vec<Region
 /// `GET /v1/regions/{id}`.
 pub async fn get_region(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<RegionView>, ApiError> {
     let views = views(&state, registry(&state).await?);
     let view = views.into_iter().find(|v| v.stored.item.id.as_str() == id);
@@ -286,7 +286,7 @@ pub async fn get_region(
 /// `PUT /v1/regions/{id}`: create or replace.
 pub async fn put_region(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(input): JsonBody<RegionInput>,
 ) -> Result<Response, ApiError> {
     let region = RegionInput::check(input, &id)?;
@@ -316,7 +316,7 @@ pub async fn put_region(
 /// `DELETE /v1/regions/{id}`: refused while bridges are in it.
 pub async fn delete_region(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(RegionId::parse, &id)?;
     let mut proposed = registry(&state).await?;
@@ -366,7 +366,7 @@ pub async fn list_bridges(State(state): State<Shared>) -> Result<Json<Vec<Bridge
 /// `GET /v1/bridges/{id}`.
 pub async fn get_bridge(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<BridgeView>, ApiError> {
     let bridges = registry(&state).await?.bridges;
     let found = bridges.into_iter().find(|b| b.item.id.as_str() == id);
@@ -378,7 +378,7 @@ pub async fn get_bridge(
 /// `PUT /v1/bridges/{id}`: create or replace; the region must exist.
 pub async fn put_bridge(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(input): JsonBody<BridgeInput>,
 ) -> Result<Response, ApiError> {
     let bridge = input.check(&id)?;
@@ -417,7 +417,7 @@ pub async fn put_bridge(
 /// `PATCH /v1/bridges/{id}`: change the admin state only.
 pub async fn patch_bridge(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(input): JsonBody<AdminStateInput>,
 ) -> Result<Json<BridgeView>, ApiError> {
     let id = parse_id(BridgeId::parse, &id)?;
@@ -437,7 +437,7 @@ pub async fn patch_bridge(
 /// `DELETE /v1/bridges/{id}`.
 pub async fn delete_bridge(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(BridgeId::parse, &id)?;
     let deleted = state.store.delete_bridge(&id).await.map_err(store_error)?;

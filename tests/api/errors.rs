@@ -213,3 +213,26 @@ async fn forwarded_headers_from_trusted_proxies() {
         .header("forwarded", "for=\"[2001:4860:4860::8888]:443\"");
     assert_eq!(trusting.send(request).await.json["region"], "ca-central");
 }
+
+/// A path parameter that does not percent-decode to UTF-8 is a 400 in the error envelope on
+/// every route that has one (found by fuzzing the router: it was a plain-text 400).
+#[tokio::test]
+async fn undecodable_path_parameters() {
+    let app = spawn_app(Options::default()).await;
+    let cases = [
+        (reqwest::Method::GET, "/v1/regions/i%%%bb%FF"),
+        (reqwest::Method::PUT, "/v1/regions/%FF"),
+        (reqwest::Method::DELETE, "/v1/regions/%FF"),
+        (reqwest::Method::GET, "/v1/bridges/%C3%28"),
+        (reqwest::Method::PATCH, "/v1/bridges/%FF"),
+        (reqwest::Method::DELETE, "/v1/bridges/%FF"),
+        (reqwest::Method::POST, "/v1/rooms/%FF/participants"),
+        (reqwest::Method::GET, "/asap/%FF.pem"),
+    ];
+    for (method, path) in cases {
+        let request = app.http.request(method, format!("{}{path}", app.base));
+        let request = request.json(&json!({"admin_state": "drain"}));
+        let answer = app.send(request).await;
+        assert_error(&answer, 400, "invalid_path", "UTF-8");
+    }
+}
