@@ -52,6 +52,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// True once the first probe round is done.
     pub ready: Arc<AtomicBool>,
+    /// True once shutdown has begun: readiness turns false.
+    pub shutting_down: AtomicBool,
+    /// Requests in flight, capped by `server.max_concurrent_requests`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Bearer credentials per role, replaced on reload.
     pub credentials: ArcSwap<Credentials>,
     /// Token claims and the Jitsi URL.
@@ -208,6 +212,7 @@ pub fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -360,6 +365,41 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
         .observe(took.as_secs_f64());
     let (status, duration_ms) = (status.as_u16(), took.as_millis() as u64);
     tracing::debug!(%method, route, status, duration_ms, "request");
+    response
+}
+
+/// Caps requests in flight and their duration; health and metrics routes are exempt so an
+/// overloaded instance can still be observed.
+async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.overloaded.inc();
+        let message = "too many requests in flight; retry after a second";
+        let mut response =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+            let message = "the request took too long; retry";
+            let mut response =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+    };
+    drop(permit);
     response
 }
 
@@ -757,6 +797,10 @@ async fn get_healthz() -> Json<serde_json::Value> {
 }
 
 async fn get_readyz(State(state): State<Shared>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        let body = serde_json::json!({"status": "stopping"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         let info = state.geo.current().info().clone();
         Json(serde_json::json!({"status": "ready", "geo": info})).into_response()

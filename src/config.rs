@@ -187,6 +187,37 @@ pub struct Server {
     /// Networks whose `Forwarded` / `X-Forwarded-For` headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Time one request may take before it is answered 503.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time requests in flight get to finish after SIGTERM or SIGINT.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_max_concurrent() -> usize {
+    512
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 fn default_listen() -> SocketAddr {
@@ -204,6 +235,14 @@ pub struct Geo {
     /// A GeoIP2/GeoLite2 City or Country mmdb file.
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    /// How often to look for a replaced database file; 0 turns watching off (SIGHUP still
+    /// reloads).
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn default_watch_ms() -> u64 {
+    5_000
 }
 
 fn default_database() -> PathBuf {
@@ -532,6 +571,7 @@ fn from_table(
     }
     let geo = Geo {
         database: resolve_data_path(&geo.database),
+        ..geo
     };
     let spec = catalog_spec(
         &regions,
