@@ -386,6 +386,7 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         return response;
     };
     let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
+    state.metrics.in_flight.inc();
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -399,6 +400,7 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
             response
         }
     };
+    state.metrics.in_flight.dec();
     drop(permit);
     response
 }

@@ -63,6 +63,32 @@ const ENV: &[(&str, &str, Kind)] = &[
         "server.trusted_proxies",
         Kind::List,
     ),
+    (
+        "GEOBRIDGE_MAX_CONCURRENT_REQUESTS",
+        "server.max_concurrent_requests",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_REQUEST_TIMEOUT_MS",
+        "server.request_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_HEADER_READ_TIMEOUT_MS",
+        "server.header_read_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_MAX_HEADER_BYTES",
+        "server.max_header_bytes",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_SHUTDOWN_GRACE_MS",
+        "server.shutdown_grace_ms",
+        Kind::Number,
+    ),
+    ("GEOBRIDGE_GEO_WATCH_MS", "geo.watch_ms", Kind::Number),
     ("GEOBRIDGE_DATABASE_URL", "store.url", Kind::Text),
     ("GEOBRIDGE_STORE_POLL_MS", "store.poll_ms", Kind::Number),
     (
@@ -847,6 +873,25 @@ mod tests {
         assert!(all.contains("server.lobby_credentials"), "{all}");
         assert!(all.contains("jitsi.url: 'meet.test'"), "{all}");
         assert!(all.contains("unknown region 'eu-cntral'"), "{all}");
+    }
+
+    /// Every environment variable names a setting that exists.
+    #[test]
+    fn every_variable_has_a_setting() {
+        for &(name, path, kind) in ENV {
+            let value = match kind {
+                Kind::Number => "1000",
+                _ => "x",
+            };
+            let problems = match Settings::load(None, &env(&[(name, value)])) {
+                Ok(_) => continue,
+                Err(problems) => problems.0.join("\n"),
+            };
+            assert!(
+                !problems.contains("unknown field"),
+                "{name} -> {path}: {problems}"
+            );
+        }
     }
 
     /// Secrets never show in Debug or serialised output.

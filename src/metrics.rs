@@ -34,6 +34,8 @@ pub struct Metrics {
     pub geo_reloads: IntCounterVec,
     /// Requests refused because too many were in flight.
     pub overloaded: prometheus::IntCounter,
+    /// Requests being served now (health and metrics routes not counted).
+    pub in_flight: IntGauge,
     /// Tokens issued by region and key id.
     pub tokens: IntCounterVec,
     /// 1 when a bridge is up.
@@ -110,6 +112,10 @@ impl Metrics {
                 "requests_rejected_overload_total",
                 "Requests answered 503 because too many were in flight.",
             ))?,
+            in_flight: IntGauge::with_opts(opts(
+                "http_requests_in_flight",
+                "Requests being served now, health and metrics routes not counted.",
+            ))?,
             tokens: IntCounterVec::new(
                 opts("tokens_issued_total", "Tokens issued by region and key id."),
                 &["region", "kid"],
@@ -159,6 +165,7 @@ impl Metrics {
         m.registry.register(Box::new(m.tokens.clone()))?;
         m.registry.register(Box::new(m.geo_reloads.clone()))?;
         m.registry.register(Box::new(m.overloaded.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.bridge_up.clone()))?;
         m.registry.register(Box::new(m.bridge_stress.clone()))?;
         m.registry

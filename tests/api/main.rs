@@ -5,6 +5,7 @@ mod errors;
 mod helpers;
 mod probing;
 mod registry;
+mod resilience;
 mod rooms;
 mod select;
 mod store;
