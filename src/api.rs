@@ -53,6 +53,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// True once the first probe round is done.
     pub ready: Arc<AtomicBool>,
+    /// True once shutdown has begun: readiness turns false.
+    pub shutting_down: AtomicBool,
+    /// Requests in flight, capped by `server.max_concurrent_requests`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Bearer credentials per role, replaced on reload.
     pub credentials: ArcSwap<Credentials>,
     /// Token claims and the Jitsi URL.
@@ -284,6 +288,7 @@ pub fn router(state: Shared) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -487,6 +492,43 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
         .observe(took.as_secs_f64());
     let (status, duration_ms) = (status.as_u16(), took.as_millis() as u64);
     tracing::debug!(%method, route, status, duration_ms, "request");
+    response
+}
+
+/// A 503 that tells the client to come back in a second.
+fn retry_later(code: &'static str, message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
+    let again = header::HeaderValue::from_static("1");
+    response.headers_mut().insert(header::RETRY_AFTER, again);
+    response
+}
+
+/// Caps requests in flight and their duration; health and metrics routes are exempt so an
+/// overloaded instance can still be observed.
+async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.overloaded.inc();
+        return retry_later(
+            "overloaded",
+            "too many requests in flight; retry after a second",
+        );
+    };
+    let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
+    state.metrics.in_flight.inc();
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+            retry_later("timeout", "the request took too long; retry")
+        }
+    };
+    state.metrics.in_flight.dec();
+    drop(permit);
     response
 }
 
@@ -885,6 +927,10 @@ async fn get_healthz() -> Json<serde_json::Value> {
 }
 
 async fn get_readyz(State(state): State<Shared>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        let body = serde_json::json!({"status": "stopping"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         let info = state.geo.current().info().clone();
         Json(serde_json::json!({"status": "ready", "geo": info})).into_response()

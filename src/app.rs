@@ -4,7 +4,8 @@
 //! before a port is bound and reported together. On SIGINT or SIGTERM the listener stops
 //! accepting, requests in flight finish, and the prober is stopped and awaited.
 
-use std::net::SocketAddr;
+mod http;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -52,6 +53,10 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         signer: Arc::new(signer),
         metrics: Arc::new(metrics),
         ready: Arc::new(AtomicBool::new(false)),
+        shutting_down: AtomicBool::new(false),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_concurrent_requests,
+        )),
         credentials: ArcSwap::from_pointee(credentials),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
@@ -173,7 +178,7 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves until SIGINT or SIGTERM, then drains and stops every background task.
 pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     let addr = listener.local_addr()?;
@@ -191,22 +196,35 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     let poll = Duration::from_millis(settings.store.poll_ms);
     let span = tracing::info_span!("sync");
     let syncing = tokio::spawn(keep_in_sync(state.clone(), poll, stopped.clone()).instrument(span));
-    let reloading = tokio::spawn(reload_on_hangup(state.clone(), stopped));
-    let app = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("stopped accepting; stopping background tasks");
+    let span = tracing::info_span!("reload");
+    let reloading = tokio::spawn(watch_for_reloads(state.clone(), stopped).instrument(span));
+    let server = &settings.server;
+    let limits = http::Limits {
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+        max_header_bytes: server.max_header_bytes,
+        grace: Duration::from_millis(server.shutdown_grace_ms),
+    };
+    let draining = state.clone();
+    let stop_serving = async move {
+        shutdown_signal().await;
+        // Readiness goes false first, so load balancers stop sending before we stop listening.
+        draining
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+    };
+    http::serve(listener, api::router(state.clone()), limits, stop_serving).await;
+    tracing::info!("stopping background tasks");
     let _ = stop.send(true);
     probing.await?;
     syncing.await?;
     reloading.await?;
     state.store.close().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// Re-reads what may change without a restart: the credential files.
-pub fn reload(state: &AppState) {
+/// Re-reads what may change without a restart: the credential files and the GeoIP file.
+pub async fn reload(state: &AppState) {
     match Credentials::load(&state.settings.server) {
         Ok(credentials) => {
             state.credentials.store(Arc::new(credentials));
@@ -220,26 +238,105 @@ pub fn reload(state: &AppState) {
             );
         }
     }
+    reload_geo(state).await;
 }
 
-/// Calls [`reload`] on every SIGHUP until `stop` turns true.
-async fn reload_on_hangup(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+/// Opens and fully verifies the GeoIP file, then swaps it in; a bad file is refused and the
+/// database in service stays.
+pub async fn reload_geo(state: &AppState) -> bool {
+    let path = state.settings.geo.database.clone();
+    let opened = tokio::task::spawn_blocking(move || Database::open_verified(&path)).await;
+    let reloads = &state.metrics.geo_reloads;
+    match opened {
+        Ok(Ok(database)) => {
+            let info = database.info().clone();
+            state
+                .metrics
+                .geo_build_time
+                .set(i64::try_from(info.build_epoch).unwrap_or(0));
+            state.geo.replace(database);
+            reloads.with_label_values(&["loaded"]).inc();
+            let (path, build_epoch) = (info.path.display(), info.build_epoch);
+            tracing::info!(%path, build_epoch, "GeoIP database reloaded");
+            true
+        }
+        Ok(Err(error)) => {
+            reloads.with_label_values(&["rejected"]).inc();
+            tracing::error!(%error, "GeoIP database refused; the one in service stays");
+            false
+        }
+        Err(join) => {
+            reloads.with_label_values(&["rejected"]).inc();
+            tracing::error!(error = %join, "GeoIP reload failed; the one in service stays");
+            false
+        }
+    }
+}
+
+/// What identifies one version of a file on disk.
+fn signature(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok()?, inode))
+}
+
+/// Reloads on SIGHUP, and when the GeoIP file is replaced, until `stop` turns true.
+async fn watch_for_reloads(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let path = state.settings.geo.database.clone();
+    let watch_ms = state.settings.geo.watch_ms;
+    let every = Duration::from_millis(if watch_ms == 0 { 3_600_000 } else { watch_ms });
+    let mut seen = signature(&path);
+    let mut hangups = hangup_signals();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                let now = signature(&path);
+                if watch_ms > 0 && now.is_some() && now != seen {
+                    // A file still being written changes again; it is retried when it does.
+                    seen = now;
+                    reload_geo(&state).await;
+                }
+            }
+            () = next_hangup(&mut hangups) => {
+                seen = signature(&path);
+                reload(&state).await;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangup_signals() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("SIGHUP cannot be watched; reload needs a restart");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hangups.recv() => reload(&state),
-                _ = stop.changed() => break,
-            }
+        let hangups = signal(SignalKind::hangup()).ok();
+        if hangups.is_none() {
+            tracing::warn!("SIGHUP cannot be watched; reloading needs a restart");
         }
+        hangups
     }
     #[cfg(not(unix))]
-    let _ = (state, stop.changed().await);
+    None
+}
+
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(signals) = hangups
+        && signals.recv().await.is_some()
+    {
+        return;
+    }
+    let _ = hangups;
+    std::future::pending::<()>().await
 }
 
 async fn shutdown_signal() {

@@ -63,6 +63,32 @@ const ENV: &[(&str, &str, Kind)] = &[
         "server.trusted_proxies",
         Kind::List,
     ),
+    (
+        "GEOBRIDGE_MAX_CONCURRENT_REQUESTS",
+        "server.max_concurrent_requests",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_REQUEST_TIMEOUT_MS",
+        "server.request_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_HEADER_READ_TIMEOUT_MS",
+        "server.header_read_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_MAX_HEADER_BYTES",
+        "server.max_header_bytes",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_SHUTDOWN_GRACE_MS",
+        "server.shutdown_grace_ms",
+        Kind::Number,
+    ),
+    ("GEOBRIDGE_GEO_WATCH_MS", "geo.watch_ms", Kind::Number),
     ("GEOBRIDGE_DATABASE_URL", "store.url", Kind::Text),
     ("GEOBRIDGE_STORE_POLL_MS", "store.poll_ms", Kind::Number),
     (
@@ -187,6 +213,37 @@ pub struct Server {
     /// Networks whose `Forwarded` / `X-Forwarded-For` headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Time one request may take before it is answered 503.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time requests in flight get to finish after SIGTERM or SIGINT.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_max_concurrent() -> usize {
+    512
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 fn default_listen() -> SocketAddr {
@@ -204,6 +261,14 @@ pub struct Geo {
     /// A GeoIP2/GeoLite2 City or Country mmdb file.
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    /// How often to look for a replaced database file; 0 turns watching off (SIGHUP still
+    /// reloads).
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn default_watch_ms() -> u64 {
+    5_000
 }
 
 fn default_database() -> PathBuf {
@@ -541,6 +606,7 @@ fn from_table(
     }
     let geo = Geo {
         database: resolve_data_path(&geo.database),
+        ..geo
     };
     let spec = catalog_spec(
         &regions,
@@ -816,6 +882,25 @@ mod tests {
         assert!(all.contains("server.lobby_credentials"), "{all}");
         assert!(all.contains("jitsi.url: 'meet.test'"), "{all}");
         assert!(all.contains("unknown region 'eu-cntral'"), "{all}");
+    }
+
+    /// Every environment variable names a setting that exists.
+    #[test]
+    fn every_variable_has_a_setting() {
+        for &(name, path, kind) in ENV {
+            let value = match kind {
+                Kind::Number => "1000",
+                _ => "x",
+            };
+            let problems = match Settings::load(None, &env(&[(name, value)])) {
+                Ok(_) => continue,
+                Err(problems) => problems.0.join("\n"),
+            };
+            assert!(
+                !problems.contains("unknown field"),
+                "{name} -> {path}: {problems}"
+            );
+        }
     }
 
     /// Secrets never show in Debug or serialised output.

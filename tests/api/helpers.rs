@@ -401,3 +401,34 @@ fn rand_u64() -> u64 {
     );
     hasher.finish()
 }
+
+impl App {
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(status.expect("kill runs").success());
+    }
+
+    /// Waits for the process to exit, at most `secs` seconds, and returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "geobridge did not exit; log:\n{}",
+            self.log.lock().expect("log lock")
+        )
+    }
+
+    /// `host:port` of the listener.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+}

@@ -6,6 +6,7 @@ mod helpers;
 mod openapi;
 mod probing;
 mod registry;
+mod resilience;
 mod rooms;
 mod schema;
 mod select;
