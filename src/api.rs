@@ -504,11 +504,15 @@ fn retry_later(code: &'static str, message: &str) -> Response {
     response
 }
 
+/// Routes the in-flight cap and the request timeout leave alone, so that an overloaded
+/// instance can still be observed.
+const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// Caps requests in flight and their duration; health and metrics routes are exempt so an
 /// overloaded instance can still be observed.
 async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    if UNLIMITED.contains(&path) {
         return next.run(request).await;
     }
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {

@@ -23,7 +23,7 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::super::{Access, Need, ROUTES, Role, Verb};
+    use super::super::{Access, Need, ROUTES, Role, UNLIMITED, Verb};
     use super::DOCUMENT;
 
     const METHODS: [&str; 8] = [
@@ -149,6 +149,25 @@ mod tests {
                     schema, "#/components/schemas/Error",
                     "{method} {path} {status}"
                 );
+            }
+        }
+    }
+
+    /// Every operation lists the 503 of the in-flight cap and request timeout unless its
+    /// route is exempt, and the 400 of an undecodable path parameter when it has one.
+    #[test]
+    fn limits_and_path_errors_are_listed() {
+        let doc = document();
+        for (method, path, operation) in operations(&doc) {
+            let responses = &operation["responses"];
+            let capped = !UNLIMITED.contains(&path.as_str());
+            let retry = responses.get("503").is_some_and(|r| {
+                r["$ref"] == "#/components/responses/Unavailable"
+                    || r["headers"].get("Retry-After").is_some()
+            });
+            assert_eq!(retry, capped, "{method} {path}: 503 with Retry-After");
+            if path.contains('{') {
+                assert!(responses.get("400").is_some(), "{method} {path} lacks 400");
             }
         }
     }
