@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::probe::{Health, HealthSnapshot};
 use crate::room::{self, RoomName, User};
 use crate::select::{self, Client, Decision, Policy, Refusal};
-use crate::token::{Claims, Context, Signer};
+use crate::token::{self, Grant, Issued, Role, Signer};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,8 +40,8 @@ pub struct AppState {
     pub catalog: Arc<ArcSwap<Catalog>>,
     /// The latest bridge health, written by the prober only.
     pub health: Arc<ArcSwap<HealthSnapshot>>,
-    /// How tokens are signed.
-    pub signer: Arc<Signer>,
+    /// How tokens are signed; replaced whole on reload, requests in flight keep theirs.
+    pub signer: Arc<ArcSwap<Signer>>,
     /// Every series.
     pub metrics: Arc<Metrics>,
     /// True once the first probe round is done.
@@ -66,6 +66,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(lobby)
         .route("/asap/{file}", get(get_public_key))
+        .route("/.well-known/jwks.json", get(get_jwks))
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
         .route("/metrics", get(get_metrics))
@@ -409,18 +410,14 @@ async fn create_room(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let expires_at = now + state.jitsi.token_lifetime_seconds;
-    let token = sign(&state, &body.user, &room, decision.region.as_str(), now).await?;
-    if token.is_some() {
-        let kid = state.signer.kid().map_or("", |k| k.as_str());
-        state
-            .metrics
-            .tokens
-            .with_label_values(&[decision.region.as_str(), kid])
-            .inc();
-    }
-    let link = room::link(&state.jitsi.url, &room, token.as_deref());
+    let profile = state.jitsi.token_profile();
     let region = decision.region.to_string();
+    let issued = issue_token(&state, profile, &body.user, Role::Host, &room, &region, now).await?;
+    let token = issued.as_ref().map(|i| i.token.clone());
+    let expires_at = issued
+        .as_ref()
+        .map_or(now + state.jitsi.token_lifetime_seconds, |i| i.expires_at);
+    let link = room::link(&state.jitsi.url, &room, token.as_deref());
     let created = RoomCreated {
         room,
         region,
@@ -433,39 +430,43 @@ async fn create_room(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Signs on a blocking thread: an RSA signature takes milliseconds.
-async fn sign(
+/// Signs a token for `user` in `room` on a blocking thread (an RSA signature takes
+/// milliseconds) and counts it; `None` in no-token mode. `profile` carries `iss`, `aud` and
+/// `sub`, so a caller can pass a shard's own.
+async fn issue_token(
     state: &Shared,
+    profile: token::Profile,
     user: &User,
+    role: Role,
     room: &RoomName,
     region: &str,
     now: u64,
-) -> Result<Option<String>, ApiError> {
-    let (state, user, room, region) =
-        (state.clone(), user.clone(), room.clone(), region.to_owned());
+) -> Result<Option<Issued>, ApiError> {
+    let signer = state.signer.load_full();
+    let (user, room, region) = (user.clone(), room.clone(), region.to_owned());
     let signed = tokio::task::spawn_blocking(move || {
-        let jitsi = &state.jitsi;
-        let claims = Claims {
-            iss: &jitsi.issuer,
-            aud: &jitsi.audience,
-            sub: &jitsi.subject,
+        let grant = Grant {
+            user: &user,
+            role,
             room: room.as_str(),
-            exp: now + jitsi.token_lifetime_seconds,
-            nbf: now.saturating_sub(jitsi.nbf_margin_seconds),
-            iat: now,
-            context: Context {
-                user: &user,
-                region: &region,
-            },
+            region: &region,
         };
-        state.signer.sign(&claims)
+        signer
+            .issue(&profile, &grant, now)
+            .map(|issued| issued.map(|i| (i, region)))
     })
     .await;
-    match signed {
-        Ok(Ok(token)) => Ok(token),
-        Ok(Err(error)) => Err(ApiError::internal(&error.to_string())),
-        Err(join) => Err(ApiError::internal(&join.to_string())),
-    }
+    let issued = match signed {
+        Ok(Ok(issued)) => issued,
+        Ok(Err(error)) => return Err(ApiError::internal(&error.to_string())),
+        Err(join) => return Err(ApiError::internal(&join.to_string())),
+    };
+    Ok(issued.map(|(issued, region)| {
+        let kid = issued.kid.as_ref().map_or("", |k| k.as_str());
+        let labels = [region.as_str(), kid];
+        state.metrics.tokens.with_label_values(&labels).inc();
+        issued
+    }))
 }
 
 async fn select_region(
@@ -547,10 +548,28 @@ async fn get_public_key(
         )
     };
     let hash = file.strip_suffix(".pem").ok_or_else(unknown)?;
-    let pem = state.signer.public_pem(hash).ok_or_else(unknown)?;
+    let signer = state.signer.load();
+    let pem = signer.public_pem(hash).ok_or_else(unknown)?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         pem.to_owned(),
+    )
+        .into_response())
+}
+
+/// Every published key as a JWKS (RFC 7517), for Prosody versions that read one.
+async fn get_jwks(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let signer = state.signer.load();
+    let keys = signer.keyring().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_public_keys",
+            "no public keys: tokens are not RS256 (jitsi.auth is hs256 or none)",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/jwk-set+json")],
+        Json(keys.jwks()),
     )
         .into_response())
 }

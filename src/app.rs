@@ -2,7 +2,9 @@
 //!
 //! Everything that can be wrong with the deployment (settings, GeoIP file, key file) is found
 //! before a port is bound and reported together. On SIGINT or SIGTERM the listener stops
-//! accepting, requests in flight finish, and the prober is stopped and awaited.
+//! accepting, requests in flight finish, and the prober is stopped and awaited. On SIGHUP,
+//! [`reload`] reads the settings and key files again and swaps the new signer in; a request
+//! in flight keeps the signer it started with, and a reload that fails changes nothing.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,7 +20,7 @@ use crate::config::{Auth, Problems, Settings};
 use crate::geo::{Database, Geo};
 use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
-use crate::token::{self, RsaKey, Signer};
+use crate::token::{self, Keyring, Signer};
 
 /// Key size `serve` generates when no key file is configured.
 const GENERATED_KEY_BITS: usize = 4096;
@@ -27,7 +29,7 @@ const GENERATED_KEY_BITS: usize = 4096;
 pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let mut problems = Vec::new();
     let geo = Database::open(&settings.geo.database).map_err(|e| problems.push(e.to_string()));
-    let signer = signer(settings).map_err(|e| problems.push(e));
+    let signer = signer(settings).map_err(|found| problems.extend(found));
     let metrics = Metrics::new().map_err(|e| problems.push(format!("metrics: {e}")));
     let (Ok(geo), Ok(signer), Ok(metrics)) = (geo, signer, metrics) else {
         return Err(Problems(problems));
@@ -39,7 +41,7 @@ pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
         health: Arc::new(ArcSwap::from_pointee(HealthSnapshot::default())),
-        signer: Arc::new(signer),
+        signer: Arc::new(ArcSwap::from_pointee(signer)),
         metrics: Arc::new(metrics),
         ready,
         lobby_credentials: settings.server.lobby_credentials.clone(),
@@ -49,7 +51,7 @@ pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.
-fn signer(settings: &Settings) -> Result<Signer, String> {
+fn signer(settings: &Settings) -> Result<Signer, Vec<String>> {
     match settings.jitsi.auth {
         Auth::None => {
             tracing::warn!("jitsi.auth is none: links carry no token; only for a public Jitsi");
@@ -64,16 +66,27 @@ fn signer(settings: &Settings) -> Result<Signer, String> {
             Ok(Signer::hs256(secret.as_bytes()))
         }
         Auth::Rs256 => {
-            let path = settings.key_file();
-            if settings.jitsi.key_file.is_none() && !path.exists() {
-                generate_key(&path)?;
+            let sources = settings.key_sources();
+            let generated = settings.jitsi.key_file.is_none() && settings.jitsi.keys.is_empty();
+            if generated && !sources[0].file.exists() {
+                generate_key(&sources[0].file).map_err(|e| vec![e])?;
             }
-            warn_if_readable_by_others(&path);
-            let key = RsaKey::load(&path, settings.key_id()).map_err(|e| e.to_string())?;
-            let (kid, bits, path) = (key.kid(), key.bits(), path.display());
-            tracing::info!(%kid, bits, %path, "signing key loaded");
-            Ok(Signer::Rs256(key))
+            for source in &sources {
+                warn_if_readable_by_others(&source.file);
+            }
+            let keys = Keyring::load(&sources)?;
+            log_keys(&keys);
+            Ok(Signer::Rs256(keys))
         }
+    }
+}
+
+fn log_keys(keys: &Keyring) {
+    let signing = keys.signing().kid();
+    for key in keys.keys() {
+        let (kid, bits, fingerprint) = (key.kid(), key.bits(), key.fingerprint());
+        let signs = key.kid() == signing;
+        tracing::info!(%kid, bits, %fingerprint, signs, "key published");
     }
 }
 
@@ -87,16 +100,56 @@ fn generate_key(path: &Path) -> Result<(), String> {
 }
 
 fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        if mode & 0o077 != 0 {
-            let path = path.display();
-            tracing::warn!(%path, "key file is readable by other users; chmod 600");
+    if token::readable_by_others(path) {
+        let path = path.display();
+        tracing::warn!(%path, "key file is readable by other users; chmod 600 it");
+    }
+}
+
+/// Reads the settings and key files again and swaps in the new signer: the one entry point
+/// for SIGHUP. On any problem nothing changes and the problems are returned.
+///
+/// Known limit: only the token signer is reloaded; other settings need a restart.
+pub fn reload(state: &AppState, settings: &Settings) -> Result<(), Problems> {
+    let next = settings.reload()?;
+    let signer = signer(&next).map_err(Problems)?;
+    let current = state.signer.load();
+    if let (Some(old), Some(new)) = (current.keyring(), signer.keyring()) {
+        old.check_successor(new).map_err(|e| Problems(vec![e]))?;
+    }
+    state.signer.store(Arc::new(signer));
+    tracing::info!("reloaded the signing keys");
+    Ok(())
+}
+
+/// Reloads on every SIGHUP until `stopped` turns true; counts and logs each outcome.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    state: Arc<AppState>,
+    settings: Arc<Settings>,
+    mut hangup: tokio::signal::unix::Signal,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = stopped.changed() => return,
         }
+        let (state, settings) = (state.clone(), settings.clone());
+        let metrics = state.metrics.clone();
+        let outcome = tokio::task::spawn_blocking(move || reload(&state, &settings)).await;
+        let ok = match outcome {
+            Ok(Ok(())) => true,
+            Ok(Err(problems)) => {
+                tracing::error!(%problems, "reload refused; the keys in service stay");
+                false
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload failed; the keys in service stay");
+                false
+            }
+        };
+        metrics.observe_reload(ok);
     }
 }
 
@@ -104,8 +157,17 @@ fn warn_if_readable_by_others(path: &Path) {
 pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening on http://{addr}");
     let (stop, stopped) = watch::channel(false);
+    // Listening for SIGHUP starts before the listener is announced, so an early SIGHUP
+    // reloads instead of ending the process.
+    #[cfg(unix)]
+    let reloading = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup())?;
+        let reloader = reload_on_hangup(state.clone(), Arc::new(settings.clone()), hangup, stopped.clone());
+        tokio::spawn(reloader.instrument(tracing::info_span!("reloader")))
+    };
+    tracing::info!(%addr, "listening on http://{addr}");
     let prober = Prober {
         catalog: state.catalog.clone(),
         health: state.health.clone(),
@@ -125,6 +187,8 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     tracing::info!("stopped accepting; stopping the prober");
     let _ = stop.send(true);
     probing.await?;
+    #[cfg(unix)]
+    reloading.await?;
     Ok(())
 }
 
@@ -150,6 +214,33 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown signal received");
+}
+
+/// What `geobridge prosody-config` prints for these settings.
+pub fn prosody_config(
+    settings: &Settings,
+    key_server: Option<String>,
+    domain: Option<String>,
+) -> String {
+    use crate::token::{ProsodyHost, Verification};
+    let jitsi = &settings.jitsi;
+    let verification = match jitsi.auth {
+        Auth::Rs256 => Verification::KeyServer(
+            key_server.unwrap_or_else(|| format!("http://{}/asap", settings.server.listen)),
+        ),
+        Auth::Hs256 => Verification::SharedSecret,
+        Auth::None => Verification::None,
+    };
+    let host_of_url = || {
+        let rest = jitsi.url.split_once("://").map_or(&*jitsi.url, |(_, rest)| rest);
+        rest.split(['/', ':']).next().unwrap_or(rest).to_owned()
+    };
+    token::prosody_config(&ProsodyHost {
+        domain: domain.unwrap_or_else(host_of_url),
+        app_id: jitsi.issuer.clone(),
+        audience: jitsi.audience.clone(),
+        verification,
+    })
 }
 
 /// What `geobridge lookup` prints for one address, assuming every bridge is healthy.

@@ -44,6 +44,8 @@ pub struct Metrics {
     probe_failures: IntCounterVec,
     /// Build information.
     build_info: IntGaugeVec,
+    /// Reloads (SIGHUP) by outcome.
+    reloads: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -134,6 +136,13 @@ impl Metrics {
                 opts("build_info", "Always 1; the version is a label."),
                 &["version"],
             )?,
+            reloads: IntCounterVec::new(
+                opts(
+                    "reloads_total",
+                    "Reloads of settings and keys (SIGHUP) by outcome; failed ones changed nothing.",
+                ),
+                &["outcome"],
+            )?,
         };
         m.registry.register(Box::new(m.http_requests.clone()))?;
         m.registry.register(Box::new(m.http_duration.clone()))?;
@@ -149,10 +158,20 @@ impl Metrics {
         m.registry.register(Box::new(m.probe_duration.clone()))?;
         m.registry.register(Box::new(m.probe_failures.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        for outcome in ["ok", "failed"] {
+            m.reloads.with_label_values(&[outcome]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
+    }
+
+    /// Counts one reload, successful or refused.
+    pub fn observe_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.reloads.with_label_values(&[outcome]).inc();
     }
 
     /// Records one probe's latency and, when it failed, its cause.
