@@ -164,7 +164,12 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     let reloading = {
         use tokio::signal::unix::{SignalKind, signal};
         let hangup = signal(SignalKind::hangup())?;
-        let reloader = reload_on_hangup(state.clone(), Arc::new(settings.clone()), hangup, stopped.clone());
+        let reloader = reload_on_hangup(
+            state.clone(),
+            Arc::new(settings.clone()),
+            hangup,
+            stopped.clone(),
+        );
         tokio::spawn(reloader.instrument(tracing::info_span!("reloader")))
     };
     tracing::info!(%addr, "listening on http://{addr}");
@@ -232,7 +237,10 @@ pub fn prosody_config(
         Auth::None => Verification::None,
     };
     let host_of_url = || {
-        let rest = jitsi.url.split_once("://").map_or(&*jitsi.url, |(_, rest)| rest);
+        let rest = jitsi
+            .url
+            .split_once("://")
+            .map_or(&*jitsi.url, |(_, rest)| rest);
         rest.split(['/', ':']).next().unwrap_or(rest).to_owned()
     };
     token::prosody_config(&ProsodyHost {

@@ -22,8 +22,8 @@ mod key;
 mod keyring;
 mod prosody;
 
-pub use key::{KeyError, MIN_RSA_BITS, RsaKey, generate_pem, readable_by_others};
 pub use key::write_private_pem;
+pub use key::{KeyError, MIN_RSA_BITS, RsaKey, generate_pem, readable_by_others};
 pub use keyring::{KeySource, Keyring};
 pub use prosody::{ProsodyHost, Verification, prosody_config};
 
@@ -355,7 +355,9 @@ mod tests {
             room: "r1",
             region: "eu-west",
         };
-        let host = signer.issue(&profile, &grant(Role::Host), 1000).expect("signs");
+        let host = signer
+            .issue(&profile, &grant(Role::Host), 1000)
+            .expect("signs");
         let host = host.expect("a token");
         assert_eq!(host.expires_at, 1600);
         let claims = payload(&host.token);
@@ -363,8 +365,13 @@ mod tests {
         assert_eq!(claims["context"]["user"]["affiliation"], "owner");
         assert_eq!(claims["context"]["user"]["name"], "Zoë 日本 🚀");
         assert_eq!(claims["context"]["features"]["recording"], false);
-        assert_eq!((claims["nbf"].as_u64(), claims["exp"].as_u64()), (Some(970), Some(1600)));
-        let guest = signer.issue(&profile, &grant(Role::Guest), 1000).expect("signs");
+        assert_eq!(
+            (claims["nbf"].as_u64(), claims["exp"].as_u64()),
+            (Some(970), Some(1600))
+        );
+        let guest = signer
+            .issue(&profile, &grant(Role::Guest), 1000)
+            .expect("signs");
         let claims = payload(&guest.expect("a token").token);
         assert_eq!(claims["context"]["user"]["moderator"], false);
         assert_eq!(claims["context"]["user"]["affiliation"], "member");
@@ -372,8 +379,19 @@ mod tests {
             features: BTreeMap::new(),
             ..profile
         };
-        let plain = signer.issue(&no_features, &grant(Role::Guest), 1000).expect("signs");
-        assert!(payload(&plain.expect("a token").token)["context"].get("features").is_none());
-        assert!(Signer::None.issue(&no_features, &grant(Role::Host), 1).expect("ok").is_none());
+        let plain = signer
+            .issue(&no_features, &grant(Role::Guest), 1000)
+            .expect("signs");
+        assert!(
+            payload(&plain.expect("a token").token)["context"]
+                .get("features")
+                .is_none()
+        );
+        assert!(
+            Signer::None
+                .issue(&no_features, &grant(Role::Host), 1)
+                .expect("ok")
+                .is_none()
+        );
     }
 }

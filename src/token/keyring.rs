@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn publishes_all_and_signs_with_one() {
         let dir = tempfile::tempdir().expect("dir");
-        let (a, b) = (write_key(dir.path(), "a.pem"), write_key(dir.path(), "b.pem"));
+        let (a, b) = (
+            write_key(dir.path(), "a.pem"),
+            write_key(dir.path(), "b.pem"),
+        );
         let ring =
             Keyring::load(&[source("old", &a, false), source("new", &b, true)]).expect("loads");
         assert_eq!(ring.signing().kid().as_str(), "new");
@@ -161,9 +164,12 @@ mod tests {
     #[test]
     fn one_kid_one_key() {
         let dir = tempfile::tempdir().expect("dir");
-        let (a, b) = (write_key(dir.path(), "a.pem"), write_key(dir.path(), "b.pem"));
-        let err = Keyring::load(&[source("k", &a, true), source("k", &b, false)])
-            .expect_err("refused");
+        let (a, b) = (
+            write_key(dir.path(), "a.pem"),
+            write_key(dir.path(), "b.pem"),
+        );
+        let err =
+            Keyring::load(&[source("k", &a, true), source("k", &b, false)]).expect_err("refused");
         assert!(err[0].contains("two different keys"), "{err:?}");
         assert!(err[0].contains("caches the public key of a kid forever"));
         assert!(Keyring::load(&[source("k", &a, true), source("k", &a, false)]).is_ok());
@@ -173,7 +179,10 @@ mod tests {
     #[test]
     fn successor_keeps_kids_stable() {
         let dir = tempfile::tempdir().expect("dir");
-        let (a, b) = (write_key(dir.path(), "a.pem"), write_key(dir.path(), "b.pem"));
+        let (a, b) = (
+            write_key(dir.path(), "a.pem"),
+            write_key(dir.path(), "b.pem"),
+        );
         let first = Keyring::load(&[source("k1", &a, true)]).expect("loads");
         let rotated =
             Keyring::load(&[source("k1", &a, false), source("k2", &b, true)]).expect("loads");
@@ -187,7 +196,10 @@ mod tests {
     #[test]
     fn exactly_one_signs() {
         let dir = tempfile::tempdir().expect("dir");
-        let (a, b) = (write_key(dir.path(), "a.pem"), write_key(dir.path(), "b.pem"));
+        let (a, b) = (
+            write_key(dir.path(), "a.pem"),
+            write_key(dir.path(), "b.pem"),
+        );
         let none = Keyring::load(&[source("a", &a, false)]).expect_err("refused");
         assert!(none[0].contains("found 0"), "{none:?}");
         let two = Keyring::load(&[source("a", &a, true), source("b", &b, true)]);

@@ -67,7 +67,11 @@ pub fn prosody_config(host: &ProsodyHost) -> String {
             );
         }
     }
-    let _ = writeln!(out, "    asap_accepted_audiences = {{ \"{}\" }}", host.audience);
+    let _ = writeln!(
+        out,
+        "    asap_accepted_audiences = {{ \"{}\" }}",
+        host.audience
+    );
     let _ = writeln!(out, "    allow_empty_token = false");
     let _ = writeln!(
         out,

@@ -202,6 +202,20 @@ impl App {
         );
     }
 
+    /// The configuration file the app was started with; rewrite it, then `hangup`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("geobridge.toml")
+    }
+
+    /// Sends SIGHUP: geobridge reloads its settings and keys.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-s", "HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGHUP not delivered");
+    }
+
     /// The health entry of one bridge from `GET /v1/regions`.
     pub async fn bridge_health(&self, id: &str) -> Value {
         let regions = self.get("/v1/regions").await.json;

@@ -3,6 +3,9 @@
 mod cli;
 mod errors;
 mod helpers;
+mod keys;
 mod probing;
+mod prosody;
 mod rooms;
 mod select;
+mod verify;
