@@ -430,6 +430,17 @@ async fn create_room(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Limits signatures running at once to the number of cores: each keeps a core busy for
+/// milliseconds, and more signing threads than cores would only take CPU time from the async
+/// workers that answer health checks and run the prober.
+fn signing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Signs a token for `user` in `room` on a blocking thread (an RSA signature takes
 /// milliseconds) and counts it; `None` in no-token mode. `profile` carries `iss`, `aud` and
 /// `sub`, so a caller can pass a shard's own.
@@ -444,7 +455,10 @@ async fn issue_token(
 ) -> Result<Option<Issued>, ApiError> {
     let signer = state.signer.load_full();
     let (user, room, region) = (user.clone(), room.clone(), region.to_owned());
+    // Waiting for a slot happens here, on the async side, not on a thread.
+    let slot = signing_slots().acquire().await;
     let signed = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let grant = Grant {
             user: &user,
             role,
