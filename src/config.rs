@@ -791,4 +791,54 @@ mod tests {
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("<set>"));
     }
+
+    /// Without `[[jitsi.keys]]`, the one key is `key_file` under `key_id`, signing.
+    #[test]
+    fn single_key_from_the_lobby_variables() {
+        let e = env(&[
+            ("JITSI_RSA_JWT_KEY_FILE", "/k.pem"),
+            ("GEOBRIDGE_JITSI_KEY_ID", "ops"),
+        ]);
+        let sources = Settings::load(None, &e).expect("valid").key_sources();
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].kid.as_str(), "ops");
+        assert_eq!(sources[0].file, PathBuf::from("/k.pem"));
+        assert!(sources[0].signing);
+    }
+
+    /// `[[jitsi.keys]]` and features are checked: one signing key, valid kids, not mixed
+    /// with `key_file`, feature names without spaces.
+    #[test]
+    fn key_list_and_features_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("g.toml");
+        let keys = "\n[[jitsi.keys]]\nkid = \"a\"\nfile = \"/a.pem\"\n\
+                    \n[[jitsi.keys]]\nkid = \"b c\"\nfile = \"/b.pem\"\n\
+                    \n[jitsi.features]\n\"screen sharing\" = true\n";
+        std::fs::write(&file, format!("{EXAMPLE}{keys}")).expect("write");
+        let e = env(&[("JITSI_RSA_JWT_KEY_FILE", "/k.pem")]);
+        let all = Settings::load(Some(&file), &e)
+            .expect_err("invalid")
+            .0
+            .join("\n");
+        assert!(all.contains("found 0"), "{all}");
+        assert!(all.contains("key id 'b c'"), "{all}");
+        assert!(all.contains("not both"), "{all}");
+        assert!(all.contains("jitsi.features: 'screen sharing'"), "{all}");
+
+        let good = "\n[[jitsi.keys]]\nkid = \"old\"\nfile = \"/a.pem\"\n\
+                    \n[[jitsi.keys]]\nkid = \"new\"\nfile = \"/b.pem\"\nsigning = true\n";
+        std::fs::write(&file, format!("{EXAMPLE}{good}")).expect("write");
+        let settings = Settings::load(Some(&file), &HashMap::new()).expect("valid");
+        let sources = settings.key_sources();
+        let signing: Vec<_> = sources
+            .iter()
+            .map(|s| (s.kid.as_str(), s.signing))
+            .collect();
+        assert_eq!(signing, [("old", false), ("new", true)]);
+        assert_eq!(
+            settings.reload().expect("reads again").key_sources(),
+            sources
+        );
+    }
 }
