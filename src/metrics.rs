@@ -139,7 +139,7 @@ impl Metrics {
             reloads: IntCounterVec::new(
                 opts(
                     "reloads_total",
-                    "Reloads of settings and keys (SIGHUP) by outcome; failed ones changed nothing.",
+                    "Reloads of keys on SIGHUP by outcome; a failed one changed nothing.",
                 ),
                 &["outcome"],
             )?,
