@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{App, Options, command, example_config, repo_path, run, spawn_app};
-use crate::verify::{parts, sha256_hex, verify_rs256};
+use crate::verify::{Expect, Key, openssl_verifies, parts, pyjwt, sha256_hex};
+use crate::verify::{room_of_link, verify_rs256};
 
 /// Writes a new unencrypted PKCS#8 RSA key made by openssl.
 fn openssl_key(dir: &Path, name: &str, bits: u32) -> PathBuf {
@@ -226,16 +227,15 @@ async fn request_loop(base: String, key_path: String, stop: Arc<AtomicBool>, tal
     }
 }
 
-/// A fresh room's (token, room).
+/// A fresh room's (token, room), the room taken from the link's path.
 async fn new_token(app: &App) -> (String, String) {
     let body = json!({"user": {"id": "u", "name": "Ana"}, "client_ip": "81.2.69.142"});
     let answer = app.create_room(&body).await;
     assert_eq!(answer.status, 201, "{}", answer.text);
     let token = answer.json["token"].as_str().expect("token").to_owned();
-    (
-        token,
-        answer.json["room"].as_str().expect("room").to_owned(),
-    )
+    let room = room_of_link(answer.json["link"].as_str().expect("link")).to_owned();
+    assert_eq!(answer.json["room"], room);
+    (token, room)
 }
 
 fn kid_of(token: &str) -> String {
@@ -373,4 +373,57 @@ async fn rotation_on_sighup_drops_nothing() {
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(jwks["keys"][0]["kid"], "k2");
     verify_rs256(&app, &after, &after_room).await;
+}
+
+/// A guest's token (the library's signing call with the guest role) verifies with openssl
+/// against the public key openssl derives from the key file, and with PyJWT against the
+/// JWKS; it does not make the guest a moderator.
+#[test]
+fn guest_tokens_verify_and_do_not_moderate() {
+    use geobridge::room::User;
+    use geobridge::token::{Grant, KeyId, KeySource, Keyring, Role, Signer};
+    let dir = tempfile::tempdir().expect("dir");
+    let file = openssl_key(dir.path(), "k.pem", 2048);
+    let source = KeySource {
+        kid: KeyId::parse("CWMKey").expect("valid"),
+        file: file.clone(),
+        signing: true,
+    };
+    let keys = Keyring::load(&[source]).expect("loads");
+    let jwks = keys.jwks().to_string();
+    let signer = Signer::Rs256(keys);
+    let settings = geobridge::config::Settings::load(None, &Default::default()).expect("ok");
+    let user = User {
+        id: "g-7".to_owned(),
+        name: "Gäst ゲスト".to_owned(),
+        email: None,
+        avatar: None,
+    };
+    let grant = Grant {
+        user: &user,
+        role: Role::Guest,
+        room: "abc123",
+        region: "us-east",
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let now = now.expect("after 1970").as_secs();
+    let issued = signer.issue(&settings.jitsi.token_profile(), &grant, now);
+    let token = issued.expect("signs").expect("a token").token;
+    let claims = pyjwt(
+        dir.path(),
+        Key::Jwks(&jwks),
+        &Expect::room("abc123"),
+        &token,
+    )
+    .unwrap_or_else(|why| panic!("PyJWT rejects the guest token: {why}"));
+    assert_eq!(claims["context"]["user"]["moderator"], false);
+    assert_eq!(claims["context"]["user"]["affiliation"], "member");
+    assert_eq!(claims["context"]["user"]["name"], "Gäst ゲスト");
+    assert_eq!(claims["context"]["region"], "us-east");
+    let (ok, public, _) = run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&file));
+    assert!(ok);
+    let (_, _, input, signature) = parts(&token);
+    assert!(openssl_verifies(dir.path(), &public, &input, &signature));
 }

@@ -107,6 +107,21 @@ pub fn pyjwt(dir: &Path, key: Key<'_>, expect: &Expect<'_>, token: &str) -> Resu
     }
 }
 
+/// The room a link joins: its last path segment, the part Prosody compares with `room`.
+pub fn room_of_link(link: &str) -> &str {
+    let path = link.split(['?', '#']).next().unwrap_or(link);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Verifies the token of a `POST /v1/rooms` answer both ways (see `verify_rs256`), with the
+/// room taken from the link's path, and checks that the link carries that very token.
+pub async fn verify_answer(app: &App, answer: &Value) -> Value {
+    let (link, token) = (answer["link"].as_str(), answer["token"].as_str());
+    let (link, token) = (link.expect("link"), token.expect("token"));
+    assert!(link.ends_with(&format!("?jwt={token}")), "{link}");
+    verify_rs256(app, token, room_of_link(link)).await
+}
+
 /// Verifies an RS256 token both ways: openssl with the PEM at the token kid's key URL, and
 /// PyJWT with the JWKS document. Returns the claims PyJWT decoded.
 pub async fn verify_rs256(app: &App, token: &str, room: &str) -> Value {
