@@ -454,7 +454,7 @@ async fn issue_token(
     now: u64,
 ) -> Result<Option<Issued>, ApiError> {
     let signer = state.signer.load_full();
-    let (user, room, region) = (user.clone(), room.clone(), region.to_owned());
+    let (user, room, owned_region) = (user.clone(), room.clone(), region.to_owned());
     // Waiting for a slot happens here, on the async side, not on a thread.
     let slot = signing_slots().acquire().await;
     let signed = tokio::task::spawn_blocking(move || {
@@ -463,11 +463,9 @@ async fn issue_token(
             user: &user,
             role,
             room: room.as_str(),
-            region: &region,
+            region: &owned_region,
         };
-        signer
-            .issue(&profile, &grant, now)
-            .map(|issued| issued.map(|i| (i, region)))
+        signer.issue(&profile, &grant, now)
     })
     .await;
     let issued = match signed {
@@ -475,12 +473,11 @@ async fn issue_token(
         Ok(Err(error)) => return Err(ApiError::internal(&error.to_string())),
         Err(join) => return Err(ApiError::internal(&join.to_string())),
     };
-    Ok(issued.map(|(issued, region)| {
+    if let Some(issued) = &issued {
         let kid = issued.kid.as_ref().map_or("", |k| k.as_str());
-        let labels = [region.as_str(), kid];
-        state.metrics.tokens.with_label_values(&labels).inc();
-        issued
-    }))
+        state.metrics.tokens.with_label_values(&[region, kid]).inc();
+    }
+    Ok(issued)
 }
 
 async fn select_region(
