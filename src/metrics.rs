@@ -30,6 +30,12 @@ pub struct Metrics {
     pub geo_lookups: IntCounterVec,
     /// Build time of the GeoIP database in service.
     pub geo_build_time: IntGauge,
+    /// GeoIP database reloads by outcome.
+    pub geo_reloads: IntCounterVec,
+    /// Requests refused because too many were in flight.
+    pub overloaded: prometheus::IntCounter,
+    /// Requests being served now (health and metrics routes not counted).
+    pub in_flight: IntGauge,
     /// Tokens issued by region and key id.
     pub tokens: IntCounterVec,
     /// 1 when a bridge is up.
@@ -44,8 +50,8 @@ pub struct Metrics {
     probe_failures: IntCounterVec,
     /// Build information.
     build_info: IntGaugeVec,
-    /// Reloads (SIGHUP) by outcome.
-    reloads: IntCounterVec,
+    /// Signing key reloads by outcome.
+    pub key_reloads: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -97,6 +103,21 @@ impl Metrics {
                 "geo_database_build_timestamp_seconds",
                 "Build time of the GeoIP database in service.",
             ))?,
+            geo_reloads: IntCounterVec::new(
+                opts(
+                    "geo_reloads_total",
+                    "GeoIP database reloads by outcome (loaded, rejected).",
+                ),
+                &["outcome"],
+            )?,
+            overloaded: prometheus::IntCounter::with_opts(opts(
+                "requests_rejected_overload_total",
+                "Requests answered 503 because too many were in flight.",
+            ))?,
+            in_flight: IntGauge::with_opts(opts(
+                "http_requests_in_flight",
+                "Requests being served now, health and metrics routes not counted.",
+            ))?,
             tokens: IntCounterVec::new(
                 opts("tokens_issued_total", "Tokens issued by region and key id."),
                 &["region", "kid"],
@@ -136,10 +157,10 @@ impl Metrics {
                 opts("build_info", "Always 1; the version is a label."),
                 &["version"],
             )?,
-            reloads: IntCounterVec::new(
+            key_reloads: IntCounterVec::new(
                 opts(
-                    "reloads_total",
-                    "Reloads of keys on SIGHUP by outcome; a failed one changed nothing.",
+                    "key_reloads_total",
+                    "Signing key reloads by outcome (loaded, rejected: the old keys stay).",
                 ),
                 &["outcome"],
             )?,
@@ -151,6 +172,9 @@ impl Metrics {
         m.registry.register(Box::new(m.geo_lookups.clone()))?;
         m.registry.register(Box::new(m.geo_build_time.clone()))?;
         m.registry.register(Box::new(m.tokens.clone()))?;
+        m.registry.register(Box::new(m.geo_reloads.clone()))?;
+        m.registry.register(Box::new(m.overloaded.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.bridge_up.clone()))?;
         m.registry.register(Box::new(m.bridge_stress.clone()))?;
         m.registry
@@ -158,20 +182,14 @@ impl Metrics {
         m.registry.register(Box::new(m.probe_duration.clone()))?;
         m.registry.register(Box::new(m.probe_failures.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
-        m.registry.register(Box::new(m.reloads.clone()))?;
-        for outcome in ["ok", "failed"] {
-            m.reloads.with_label_values(&[outcome]);
+        m.registry.register(Box::new(m.key_reloads.clone()))?;
+        for outcome in ["loaded", "rejected"] {
+            m.key_reloads.with_label_values(&[outcome]);
         }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
-    }
-
-    /// Counts one reload, successful or refused.
-    pub fn observe_reload(&self, ok: bool) {
-        let outcome = if ok { "ok" } else { "failed" };
-        self.reloads.with_label_values(&[outcome]).inc();
     }
 
     /// Records one probe's latency and, when it failed, its cause.

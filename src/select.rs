@@ -402,6 +402,7 @@ mod tests {
             },
             group: Some(group.to_owned()),
             bias_km: 0.0,
+            shard: None,
         }
     }
 
@@ -425,6 +426,12 @@ mod tests {
             ],
             bridges: vec![bridge("lon", "eu-west"), bridge("fra", "eu-central")],
             default_region: Some(RegionId::parse("us-east").expect("id")),
+            shards: vec![crate::catalog::Shard {
+                id: crate::catalog::ShardId::parse("default").expect("id"),
+                url: "https://meet.test".to_owned(),
+                subject: None,
+                issuer: None,
+            }],
             ..Spec::default()
         })
         .expect("valid catalog")
