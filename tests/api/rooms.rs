@@ -358,3 +358,53 @@ async fn generated_key_is_kept() {
     .await;
     assert_eq!(restarted.get(path).await.text, first);
 }
+
+/// On a shard with its own app id and XMPP domain, the host's and a guest's tokens carry the
+/// shard's `iss` and `sub`; PyJWT (JWKS) and openssl (key URL) accept both; the host is a
+/// moderator and owner, the guest neither; the guest's link joins the same room.
+#[tokio::test]
+async fn shard_claims_and_roles_over_http() {
+    let shard = "\n[[shards]]\nid = \"meet-eu\"\nurl = \"https://meet-eu.example.com\"\n\
+                 subject = \"meet-eu.example.com\"\nissuer = \"CodeWithMe-EU\"\n";
+    let config = crate::helpers::example_config().replace(
+        "group = \"europe\"",
+        "group = \"europe\"\nshard = \"meet-eu\"",
+    ) + shard;
+    let app = spawn_app(Options {
+        config: Some(config),
+        ..Options::default()
+    })
+    .await;
+    let host = app.create_room(&host_request("81.2.69.142")).await;
+    assert_eq!(host.status, 201, "{}", host.text);
+    let room = host.json["room"].as_str().expect("room").to_owned();
+    let guest = json!({"user": {"id": "g-1", "name": "Gäst ゲスト"}, "client_ip": "81.2.69.142"});
+    let url = format!("{}/v1/rooms/{room}/participants", app.base);
+    let guest = app.send(app.http.post(url).json(&guest)).await;
+    assert_eq!(guest.status, 201, "{}", guest.text);
+    let jwks = app.get("/.well-known/jwks.json").await.text;
+    let expect = Expect {
+        iss: "CodeWithMe-EU",
+        aud: "jitsi",
+        room: &room,
+    };
+    let mut seen = Vec::new();
+    for answer in [&host.json, &guest.json] {
+        let link = answer["link"].as_str().expect("link");
+        assert!(link.starts_with(&format!("https://meet-eu.example.com/{room}?jwt=")));
+        let token = answer["token"].as_str().expect("token");
+        let claims = pyjwt(app.dir.path(), Key::Jwks(&jwks), &expect, token)
+            .unwrap_or_else(|why| panic!("PyJWT rejects: {why}"));
+        assert_eq!(claims["sub"], "meet-eu.example.com");
+        verify_rs256_openssl_only(&app, token).await;
+        let user = &claims["context"]["user"];
+        seen.push((user["moderator"].clone(), user["affiliation"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!(true), json!("owner")),
+            (json!(false), json!("member"))
+        ]
+    );
+}
