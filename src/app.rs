@@ -234,7 +234,8 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Re-reads what may change without a restart: the credential files and the GeoIP file.
+/// Re-reads what may change without a restart: the credential files, the signing keys and
+/// the GeoIP file. The one entry point SIGHUP calls.
 pub async fn reload(state: &AppState) {
     match Credentials::load(&state.settings.server) {
         Ok(credentials) => {
