@@ -153,8 +153,9 @@ mod tests {
         }
     }
 
-    /// Every operation lists the 503 of the in-flight cap and request timeout unless its
-    /// route is exempt, and the 400 of an undecodable path parameter when it has one.
+    /// Every operation lists the 503 of the in-flight cap and request timeout and the 413 of
+    /// an oversized declared body unless its route is exempt, and the 400 of an undecodable
+    /// path parameter when it has one.
     #[test]
     fn limits_and_path_errors_are_listed() {
         let doc = document();
@@ -166,6 +167,11 @@ mod tests {
                     || r["headers"].get("Retry-After").is_some()
             });
             assert_eq!(retry, capped, "{method} {path}: 503 with Retry-After");
+            let too_large = responses.get("413").is_some();
+            assert!(
+                too_large || !capped,
+                "{method} {path}: 413 of a declared body"
+            );
             if path.contains('{') {
                 assert!(responses.get("400").is_some(), "{method} {path} lacks 400");
             }

@@ -90,14 +90,19 @@ impl RegionInput {
             .as_deref()
             .map(|s| parse_id(ShardId::parse, s))
             .transpose()?;
-        Ok(Region {
+        let region = Region {
             id,
             name: self.name,
             point,
             group: self.group,
             bias_km: self.bias_km,
             shard,
-        })
+        };
+        let problems = region.problems();
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_region", problems.join("; ")));
+        }
+        Ok(region)
     }
 }
 
@@ -308,9 +313,12 @@ pub async fn put_region(
     state.refresh_catalog().await;
     let view = views(&state, registry(&state).await?)
         .into_iter()
-        .find(|v| v.stored.item.id == region.id)
-        .ok_or_else(|| ApiError::internal("stored region not read back"))?;
-    Ok((put_status(put), Json(view)).into_response())
+        .find(|v| v.stored.item.id == region.id);
+    match view {
+        Some(view) => Ok((put_status(put), Json(view)).into_response()),
+        // Deleted by another request between our write and this read: ours was applied first.
+        None => Ok((put_status(put), Json(region)).into_response()),
+    }
 }
 
 /// `DELETE /v1/regions/{id}`: refused while bridges are in it.

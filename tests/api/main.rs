@@ -3,11 +3,14 @@
 mod cli;
 mod errors;
 mod helpers;
+mod keys;
 mod openapi;
 mod probing;
+mod prosody;
 mod registry;
 mod resilience;
 mod rooms;
 mod schema;
 mod select;
 mod store;
+mod verify;
