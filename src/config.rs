@@ -526,10 +526,13 @@ impl Settings {
                 EXAMPLE.to_owned(),
             ),
         };
-        Settings::parse(source, &text, env)
+        let mut settings = Settings::parse(source, &text, env)?;
+        settings.origin.file = file.map(Path::to_owned);
+        Ok(settings)
     }
 
-    /// Parses settings from TOML `text` read from `source` and applies `env` on top.
+    /// Parses settings from TOML `text` read from `source` and applies `env` on top; the
+    /// result remembers no file, so a reload of it reads the built-in example.
     pub fn parse(
         source: String,
         text: &str,
@@ -544,7 +547,7 @@ impl Settings {
         match settings {
             Some(mut settings) if problems.is_empty() => {
                 settings.origin = Origin {
-                    file: file.map(Path::to_owned),
+                    file: None,
                     env: env.clone(),
                 };
                 Ok(settings)

@@ -91,7 +91,7 @@ impl Checker<'_> {
             content_type.starts_with(media.as_str()),
             "{what}: {content_type}"
         );
-        if media != "application/json" {
+        if !media.ends_with("json") {
             return Value::String(text);
         }
         let value: Value = serde_json::from_str(&text).expect("JSON body");
@@ -306,6 +306,9 @@ async fn public(c: &mut Checker<'_>) {
         pem.as_str()
             .is_some_and(|p| p.starts_with("-----BEGIN PUBLIC KEY-----"))
     );
+    let jwks = "/.well-known/jwks.json";
+    let keys = c.expect(call(get.clone(), jwks, jwks, ""), 200).await;
+    assert_eq!(keys["keys"][0]["kid"], "CWMKey", "{keys}");
     c.expect(call(get.clone(), "/asap/{file}", "/asap/nope.pem", ""), 404)
         .await;
     c.expect(call(get.clone(), "/healthz", "/healthz", ""), 200)
