@@ -49,7 +49,7 @@ inside() {
   echo "geobridge (pid $server) at $base; reports in $work"
 
   local readers='listRegions|getRegion|listBridges|getBridge'
-  local public='getPublicKey|getHealthz|getReadyz|getMetrics|getOpenapi'
+  local public='getPublicKey|getJwks|getHealthz|getReadyz|getMetrics|getOpenapi'
   local failed=0
   run_as() {
     local name=$1 credential=$2 operations=$3
