@@ -3,6 +3,7 @@
 mod cli;
 mod errors;
 mod helpers;
+mod observability;
 mod probing;
 mod registry;
 mod resilience;
