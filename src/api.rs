@@ -382,6 +382,15 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// A 503 that tells the client to come back in a second.
+fn retry_later(code: &'static str, message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
+    let again = header::HeaderValue::from_static("1");
+    response.headers_mut().insert(header::RETRY_AFTER, again);
+    response
+}
+
 /// Caps requests in flight and their duration; health and metrics routes are exempt so an
 /// overloaded instance can still be observed.
 async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -391,13 +400,10 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     }
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.overloaded.inc();
-        let message = "too many requests in flight; retry after a second";
-        let mut response =
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return response;
+        return retry_later(
+            "overloaded",
+            "too many requests in flight; retry after a second",
+        );
     };
     let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
     state.metrics.in_flight.inc();
@@ -405,13 +411,7 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
-            let message = "the request took too long; retry";
-            let mut response =
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
+            retry_later("timeout", "the request took too long; retry")
         }
     };
     state.metrics.in_flight.dec();
