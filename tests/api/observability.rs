@@ -79,7 +79,11 @@ async fn live_metrics_pass_promtool() {
     assert!(metrics.contains(r#"geobridge_geo_lookups_total{outcome="located"} 1"#));
     assert!(metrics.contains(r#"geobridge_geo_lookups_total{outcome="private"} 1"#));
     assert!(metrics.contains("geobridge_token_signing_duration_seconds_count 1"));
-    assert!(metrics.contains(r#"geobridge_region_eligible_bridges{region="eu-west"} 1"#));
+    let eligible = r#"geobridge_region_eligible_bridges{region="eu-west"} 1"#;
+    app.wait_until(20, "eu-west eligible in the metrics", || async {
+        app.get("/metrics").await.text.contains(eligible)
+    })
+    .await;
 }
 
 /// The alert rules load, the sample scrape config is valid, and every alert's unit tests
