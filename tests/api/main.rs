@@ -3,10 +3,13 @@
 mod cli;
 mod errors;
 mod helpers;
+mod keys;
 mod observability;
 mod probing;
+mod prosody;
 mod registry;
 mod resilience;
 mod rooms;
 mod select;
 mod store;
+mod verify;
