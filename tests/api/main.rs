@@ -4,6 +4,8 @@ mod cli;
 mod errors;
 mod helpers;
 mod keys;
+mod logs;
+mod observability;
 mod openapi;
 mod probing;
 mod prosody;
