@@ -4,8 +4,8 @@
 //! message says what to fix. A 5xx body is generic; its cause goes to the log.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -26,7 +26,7 @@ use crate::geo::{Geo, Location, Lookup};
 use crate::metrics::Metrics;
 use crate::probe::{Health, HealthSnapshot};
 use crate::room::{self, RoomName, User};
-use crate::select::{self, Client, Decision, Policy, Refusal};
+use crate::select::{self, Client, Decision, Ledger, Policy, Refusal};
 use crate::token::{Claims, Context, Signer};
 
 /// Largest request body accepted.
@@ -52,6 +52,10 @@ pub struct AppState {
     pub jitsi: config::Jitsi,
     /// Selection policy.
     pub policy: Policy,
+    /// Catalog and health digested for selection, once per snapshot.
+    pub survey: select::Cache,
+    /// Participants of recent rooms, reserved on the bridges that will take them.
+    pub reservations: Mutex<Ledger>,
 }
 
 type Shared = Arc<AppState>;
@@ -334,8 +338,13 @@ fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
     })
 }
 
-/// Locates `ip` and chooses its region, counting both.
-fn decide(state: &AppState, ip: IpAddr) -> Result<(Option<Location>, Decision), ApiError> {
+/// Locates `ip` and chooses its region, counting both; `reserve` participants are reserved
+/// on the bridge the decision names.
+fn decide(
+    state: &AppState,
+    ip: IpAddr,
+    reserve: Option<u32>,
+) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
     let (outcome, location) = match lookup {
         Lookup::Located(l) if l.coarse => ("coarse", Some(l)),
@@ -348,12 +357,11 @@ fn decide(state: &AppState, ip: IpAddr) -> Result<(Option<Location>, Decision), 
         .geo_lookups
         .with_label_values(&[outcome])
         .inc();
-    let (catalog, health) = (state.catalog.load(), state.health.load());
     let client = Client {
         ip: Some(ip),
         location: location.as_ref(),
     };
-    match select::select(client, &catalog, &health, &state.policy) {
+    match choose(state, client, reserve) {
         Ok(decision) => {
             let labels = [
                 decision.region.as_str(),
@@ -361,6 +369,11 @@ fn decide(state: &AppState, ip: IpAddr) -> Result<(Option<Location>, Decision), 
                 tier_label(&decision),
             ];
             state.metrics.decisions.with_label_values(&labels).inc();
+            if decision.degraded {
+                let labels = [decision.region.as_str(), tier_label(&decision)];
+                let degraded = &state.metrics.degraded_decisions;
+                degraded.with_label_values(&labels).inc();
+            }
             Ok((location, decision))
         }
         Err(refusal) => {
@@ -373,6 +386,24 @@ fn decide(state: &AppState, ip: IpAddr) -> Result<(Option<Location>, Decision), 
             Err(refusal.into())
         }
     }
+}
+
+/// Selects under the reservations lock, so that concurrent rooms see each other's
+/// reservations; the clock is read here, not in `select`.
+fn choose(state: &AppState, client: Client<'_>, reserve: Option<u32>) -> Result<Decision, Refusal> {
+    let (catalog, health) = (state.catalog.load_full(), state.health.load_full());
+    let survey = state.survey.get(&catalog, &health, &state.policy);
+    let now = tokio::time::Instant::now();
+    let mut ledger = state
+        .reservations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    ledger.expire(now);
+    let decision = select::select_in(client, &survey, ledger.load(), &state.policy)?;
+    if let (Some(bridge), Some(participants)) = (&decision.bridge, reserve) {
+        ledger.reserve(bridge.clone(), participants, now);
+    }
+    Ok(decision)
 }
 
 fn tier_label(decision: &Decision) -> &'static str {
@@ -404,7 +435,8 @@ async fn create_room(
         Some(text) => parse_ip("client_ip", text)?,
         None => peer.ip(),
     };
-    let (location, decision) = decide(&state, ip)?;
+    let participants = body.participants.unwrap_or(1);
+    let (location, decision) = decide(&state, ip, Some(participants))?;
     let room = RoomName::generate(&state.jitsi.room_prefix);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -477,7 +509,7 @@ async fn select_region(
         Some(text) => parse_ip("ip", text)?,
         None => peer.ip(),
     };
-    let (location, decision) = decide(&state, ip)?;
+    let (location, decision) = decide(&state, ip, None)?;
     Ok(Json(Selected {
         region: decision.region.to_string(),
         location,

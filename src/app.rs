@@ -6,8 +6,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ use crate::config::{Auth, Problems, Settings};
 use crate::geo::{Database, Geo};
 use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
+use crate::select::{self, Ledger};
 use crate::token::{self, RsaKey, Signer};
 
 /// Key size `serve` generates when no key file is configured.
@@ -35,6 +37,7 @@ pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let build = i64::try_from(geo.info().build_epoch).unwrap_or(0);
     metrics.geo_build_time.set(build);
     let ready = Arc::new(AtomicBool::new(settings.catalog.bridges().is_empty()));
+    let reservation_window = Duration::from_secs(settings.policy.reservation_seconds);
     Ok(Arc::new(AppState {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
@@ -45,6 +48,8 @@ pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         lobby_credentials: settings.server.lobby_credentials.clone(),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
+        survey: select::Cache::default(),
+        reservations: Mutex::new(Ledger::new(reservation_window)),
     }))
 }
 

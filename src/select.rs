@@ -1,33 +1,65 @@
-//! The choice of a region: a pure function of location, catalog, health and policy.
+//! The choice of a region: a pure function of location, catalog, health, reservations and
+//! policy.
 //!
 //! Every region gets a [`Tier`] from its bridges: eligible first, then the degraded steps
-//! (overloaded, draining, panic). The preferred region comes from a network pin, a country
-//! pin, the nearest region (distance plus bias) or the default region. The best tier present
-//! anywhere is then taken from, in this order: the preferred region, the nearest region of its
-//! group, the nearest region anywhere. Nothing here does I/O, reads a clock or logs.
+//! (overloaded, draining, panic). A bridge's stress is corrected by the participants of rooms
+//! placed on it in the last seconds ([`Load`]), so a burst cannot overfill a region before its
+//! next stats arrive. The preferred region comes from a network pin, a country pin, the
+//! nearest region (distance plus bias; from the country's centroid when the location is
+//! coarse) or the default region. The best tier present anywhere is then taken from, in this
+//! order: the preferred region, the nearest region of its group, the nearest region anywhere.
+//! The decision says, for every region, its distance, tier and why it was or was not taken.
+//!
+//! Catalog and health are digested once per snapshot into a [`Survey`], so a request walks
+//! regions, not bridges. Nothing here does I/O, reads a clock or logs.
+
+mod reserve;
+mod survey;
+
+#[cfg(test)]
+mod properties;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{AdminState, Bridge, Catalog, RegionId};
-use crate::geo::{Location, Point};
-use crate::probe::{Health, HealthSnapshot, State};
+pub use reserve::{Ledger, Load};
+pub use survey::{Cache, Survey, bridge_tier};
+
+use crate::catalog::{BridgeId, Catalog, RegionId};
+use crate::geo::{self, CountryCode, Location};
+use crate::probe::HealthSnapshot;
+use survey::{distance_km, unit};
 
 /// What the operator allows when choosing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// A bridge at or above this stress takes no new rooms while others can.
+    /// A bridge at or above this corrected stress takes no new rooms while others can.
     #[serde(default = "default_stress_threshold")]
     pub stress_threshold: f64,
     /// What to do when every bridge is down or unknown.
     #[serde(default)]
     pub when_all_down: WhenAllDown,
+    /// Stress added per participant reserved on a bridge.
+    #[serde(default = "default_participant_stress")]
+    pub participant_stress: f64,
+    /// How long a reservation counts.
+    #[serde(default = "default_reservation_seconds")]
+    pub reservation_seconds: u64,
 }
 
 fn default_stress_threshold() -> f64 {
     0.8
+}
+
+fn default_participant_stress() -> f64 {
+    0.01
+}
+
+fn default_reservation_seconds() -> u64 {
+    20
 }
 
 impl Default for Policy {
@@ -35,6 +67,8 @@ impl Default for Policy {
         Policy {
             stress_threshold: default_stress_threshold(),
             when_all_down: WhenAllDown::Panic,
+            participant_stress: default_participant_stress(),
+            reservation_seconds: default_reservation_seconds(),
         }
     }
 }
@@ -57,7 +91,7 @@ pub enum WhenAllDown {
 pub enum Tier {
     /// Has an eligible bridge, or has no bridges at all (unwatched).
     Eligible,
-    /// Its usable bridges are all at or above the stress threshold.
+    /// Its usable bridges are all at or above the stress threshold, reservations included.
     Overloaded,
     /// Its usable bridges are all draining or in graceful shutdown.
     Draining,
@@ -65,6 +99,19 @@ pub enum Tier {
     Panic,
     /// Nothing usable: bridges shutting down or in maintenance.
     Unusable,
+}
+
+impl Tier {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::Eligible => "eligible",
+            Tier::Overloaded => "overloaded",
+            Tier::Draining => "draining",
+            Tier::Panic => "panic",
+            Tier::Unusable => "unusable",
+        }
+    }
 }
 
 /// Why the region was chosen.
@@ -77,6 +124,8 @@ pub enum Reason {
     CountryPin,
     /// The nearest region after bias.
     Nearest,
+    /// The location is coarse: the region nearest the country's centroid, after bias.
+    CountryCentroid,
     /// The client has no location.
     Default,
     /// The preferred region was not usable; the nearest usable one of its group.
@@ -92,6 +141,7 @@ impl Reason {
             Reason::NetworkPin => "network_pin",
             Reason::CountryPin => "country_pin",
             Reason::Nearest => "nearest",
+            Reason::CountryCentroid => "country_centroid",
             Reason::Default => "default",
             Reason::GroupFallback => "group_fallback",
             Reason::Fallback => "fallback",
@@ -99,19 +149,106 @@ impl Reason {
     }
 }
 
+/// Why a region was or was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    /// It was taken.
+    Taken,
+    /// Its tier is worse than the best tier some region has.
+    WorseTier,
+    /// As usable as the one taken, but farther after bias.
+    Farther,
+    /// As usable and nearer, but the preferred region's group was kept to.
+    OutsideGroup,
+    /// As usable, but a pin or the default region sent the client elsewhere.
+    NotPreferred,
+}
+
 /// One region as the decision saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Considered {
-    /// The region.
-    pub region: RegionId,
-    /// Great-circle distance from the client, when located.
+    /// Position of the region in the catalog.
+    pub index: usize,
+    /// Great-circle distance from the client (or its country's centroid), when located.
     pub distance_km: Option<f64>,
     /// How usable it was.
     pub tier: Tier,
     /// True when it has no bridges registered (its health is Jicofo's business).
     pub unwatched: bool,
-    /// Bridges eligible now.
+    /// Bridges eligible by their health, before reservations.
     pub eligible_bridges: usize,
+    /// Corrected stress of the bridge that would take a room here.
+    pub stress: Option<f64>,
+    /// Position of that bridge in the catalog.
+    pub bridge: Option<usize>,
+    /// Why it was or was not taken.
+    pub why: Why,
+}
+
+/// Every region considered, nearest first when the client is located.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    catalog: Arc<Catalog>,
+    entries: Vec<Considered>,
+}
+
+impl Regions {
+    /// Each region's id with how it was considered.
+    pub fn iter(&self) -> impl Iterator<Item = (&RegionId, &Considered)> {
+        let regions = self.catalog.regions();
+        self.entries.iter().map(move |c| (&regions[c.index].id, c))
+    }
+
+    /// How the region with this id was considered.
+    pub fn get(&self, id: &str) -> Option<&Considered> {
+        self.iter().find(|(r, _)| r.as_str() == id).map(|(_, c)| c)
+    }
+
+    /// Number of regions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl PartialEq for Regions {
+    fn eq(&self, other: &Regions) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog) && self.entries == other.entries
+    }
+}
+
+/// One entry of [`Regions`] as it is serialised.
+#[derive(Serialize)]
+struct View<'a> {
+    region: &'a RegionId,
+    distance_km: Option<f64>,
+    tier: Tier,
+    unwatched: bool,
+    eligible_bridges: usize,
+    stress: Option<f64>,
+    bridge: Option<&'a BridgeId>,
+    why: Why,
+}
+
+impl Serialize for Regions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bridges = self.catalog.bridges();
+        s.collect_seq(self.iter().map(|(region, c)| View {
+            region,
+            distance_km: c.distance_km.map(f64::round),
+            tier: c.tier,
+            unwatched: c.unwatched,
+            eligible_bridges: c.eligible_bridges,
+            stress: c.stress.map(|x| (x * 1000.0).round() / 1000.0),
+            bridge: c.bridge.map(|b| &bridges[b].id),
+            why: c.why,
+        }))
+    }
 }
 
 /// The choice, with everything needed to explain it.
@@ -123,14 +260,24 @@ pub struct Decision {
     pub reason: Reason,
     /// The tier taken; anything but `eligible` is a degraded choice.
     pub tier: Tier,
+    /// True when the tier taken is not `eligible`.
+    pub degraded: bool,
     /// True when the chosen region has no bridges registered.
     pub unwatched: bool,
     /// Distance from the client to the chosen region, when located.
+    #[serde(serialize_with = "rounded_km")]
     pub distance_km: Option<f64>,
+    /// The bridge Jicofo would pick there (least corrected stress): the room's participants
+    /// are reserved on it. None for an unwatched region.
+    pub bridge: Option<BridgeId>,
     /// Each step taken, in words.
     pub steps: Vec<String>,
     /// Every region, nearest first when located.
-    pub regions: Vec<Considered>,
+    pub regions: Regions,
+}
+
+fn rounded_km<S: serde::Serializer>(km: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    km.map(f64::round).serialize(s)
 }
 
 impl Decision {
@@ -160,17 +307,60 @@ pub struct Client<'a> {
     pub location: Option<&'a Location>,
 }
 
-/// Chooses a region for `client`.
+/// Chooses a region for `client` with no reservations; digests catalog and health first.
 pub fn select(
     client: Client<'_>,
     catalog: &Catalog,
     health: &HealthSnapshot,
     policy: &Policy,
 ) -> Result<Decision, Refusal> {
-    let regions = consider(client, catalog, health, policy);
+    let survey = Survey::build(Arc::new(catalog.clone()), health, policy);
+    select_in(client, &survey, &Load::default(), policy)
+}
+
+/// Every region's tier and bridge counts, in catalog order, with no client distance.
+pub fn survey(catalog: &Catalog, health: &HealthSnapshot, policy: &Policy) -> Vec<Considered> {
+    let survey = Survey::build(Arc::new(catalog.clone()), health, policy);
+    assess(&survey, &Load::default(), policy, None)
+}
+
+/// Where distances are measured from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    unit: [f64; 3],
+    /// Set when the location was coarse and its country's centroid is used.
+    centroid: Option<CountryCode>,
+}
+
+fn origin(location: Option<&Location>) -> Option<Origin> {
+    let location = location?;
+    let centroid = location
+        .country
+        .filter(|_| location.coarse)
+        .and_then(|c| Some((c, geo::country_centroid(c)?)));
+    if let Some((country, point)) = centroid {
+        return Some(Origin {
+            unit: unit(&point),
+            centroid: Some(country),
+        });
+    }
+    location.point.map(|p| Origin {
+        unit: unit(&p),
+        centroid: None,
+    })
+}
+
+/// Chooses a region for `client` from a survey, with `load` reserved on bridges.
+pub fn select_in(
+    client: Client<'_>,
+    survey: &Survey,
+    load: &Load,
+    policy: &Policy,
+) -> Result<Decision, Refusal> {
+    let from = origin(client.location);
+    let mut entries = assess(survey, load, policy, from.map(|o| o.unit));
     let mut steps = Vec::new();
-    let (preferred, reason) = prefer(client, catalog, &regions, &mut steps);
-    let best = regions
+    let best = entries
         .iter()
         .map(|r| r.tier)
         .min()
@@ -180,217 +370,249 @@ pub fn select(
         Tier::Panic if policy.when_all_down == WhenAllDown::Refuse => return Err(Refusal::AllDown),
         Tier::Eligible => {}
         degraded => steps.push(format!(
-            "no region is eligible; degraded to {degraded:?} bridges"
+            "no region is eligible; degraded to the {} tier",
+            degraded.label()
         )),
     }
-    let (chosen, reason) = take(catalog, &regions, preferred, best, reason, &mut steps);
-    let taken = &regions[chosen];
+    let (preferred, reason) = prefer(client, survey, &entries, from, &mut steps);
+    let (chosen, reason) = take(survey, &entries, preferred, best, reason, &mut steps);
+    judge(survey, &mut entries, chosen, best, reason);
+    let catalog = &survey.catalog;
+    let taken = &entries[chosen];
     if taken.unwatched {
         steps.push(format!(
             "{} has no bridges registered: its health is not watched",
-            taken.region
+            catalog.regions()[chosen].id
         ));
     }
-    Ok(Decision {
-        region: taken.region.clone(),
+    let decision = Decision {
+        region: catalog.regions()[chosen].id.clone(),
         reason,
         tier: best,
+        degraded: best != Tier::Eligible,
         unwatched: taken.unwatched,
         distance_km: taken.distance_km,
+        bridge: taken.bridge.map(|b| catalog.bridges()[b].id.clone()),
         steps,
-        regions: sorted(regions),
-    })
+        regions: Regions {
+            catalog: catalog.clone(),
+            entries: sorted(entries, from.is_some()),
+        },
+    };
+    Ok(decision)
 }
 
-/// Every region's tier and bridge counts, in catalog order, with no client distance.
-pub fn survey(catalog: &Catalog, health: &HealthSnapshot, policy: &Policy) -> Vec<Considered> {
-    consider(Client::default(), catalog, health, policy)
-}
-
-/// Gives every region its distance and tier, in catalog order.
-fn consider(
-    client: Client<'_>,
-    catalog: &Catalog,
-    health: &HealthSnapshot,
+/// Gives every region its distance, tier and the bridge that would take a room, in catalog
+/// order.
+fn assess(
+    survey: &Survey,
+    load: &Load,
     policy: &Policy,
+    from: Option<[f64; 3]>,
 ) -> Vec<Considered> {
-    let origin = client.location.and_then(|l| l.point);
-    let unknown = Health::default();
-    catalog
-        .regions()
+    let reserved = reserved_by_region(survey, load);
+    let mut cursor = 0;
+    let mut entries = Vec::with_capacity(survey.regions.len());
+    for (i, region) in survey.regions.iter().enumerate() {
+        let start = cursor;
+        while cursor < reserved.len() && reserved[cursor].0 == i {
+            cursor += 1;
+        }
+        let (tier, stress, bridge) = standing(region, &reserved[start..cursor], policy);
+        entries.push(Considered {
+            index: i,
+            distance_km: from.map(|o| distance_km(&o, &region.unit)),
+            tier,
+            unwatched: region.unwatched,
+            eligible_bridges: region.eligible.len(),
+            stress,
+            bridge,
+            why: Why::WorseTier,
+        });
+    }
+    entries
+}
+
+/// Reservations as (region, bridge, participants), by region.
+fn reserved_by_region(survey: &Survey, load: &Load) -> Vec<(usize, usize, u32)> {
+    let mut reserved: Vec<(usize, usize, u32)> = load
         .iter()
-        .enumerate()
-        .map(|(i, region)| {
-            let bridges = catalog.bridges_of(i);
-            let tiers = bridges.iter().map(|&b| {
-                let bridge = &catalog.bridges()[b];
-                bridge_tier(bridge, health.get(&bridge.id).unwrap_or(&unknown), policy)
-            });
-            let (tier, eligible) = tiers.fold((Tier::Unusable, 0), |(best, n), t| {
-                (best.min(t), n + usize::from(t == Tier::Eligible))
-            });
-            Considered {
-                region: region.id.clone(),
-                distance_km: origin.map(|o| round_km(o.distance_km(&region.point))),
-                tier: if bridges.is_empty() {
-                    Tier::Eligible
-                } else {
-                    tier
-                },
-                unwatched: bridges.is_empty(),
-                eligible_bridges: eligible,
-            }
-        })
-        .collect()
+        .filter_map(|(id, n)| survey.bridges.get(id).map(|&(r, b)| (r, b, n)))
+        .collect();
+    reserved.sort_unstable();
+    reserved
 }
 
-/// How usable one bridge is.
-pub fn bridge_tier(bridge: &Bridge, health: &Health, policy: &Policy) -> Tier {
-    let stats = health.stats.as_ref();
-    let flag = |f: fn(&crate::probe::Stats) -> bool| stats.is_some_and(f);
-    if bridge.admin_state == AdminState::Maintenance || flag(|s| s.shutting_down) {
-        return Tier::Unusable;
+/// A region's tier, with the corrected stress and position of the bridge Jicofo would pick.
+fn standing(
+    region: &survey::Summary,
+    reserved: &[(usize, usize, u32)],
+    policy: &Policy,
+) -> (Tier, Option<f64>, Option<usize>) {
+    if region.unwatched {
+        return (Tier::Eligible, None, None);
     }
-    if health.state != State::Up {
-        return Tier::Panic;
+    if region.eligible.is_empty() {
+        let (stress, bridge) = region.rest_bridge.unzip();
+        return (region.rest, stress, bridge);
     }
-    if bridge.admin_state == AdminState::Drain || flag(|s| s.drain || s.graceful_shutdown) {
-        return Tier::Draining;
+    let mut best = (f64::INFINITY, 0);
+    // Sorted by stress: past the first bridge without reservations none can do better.
+    for &(stress, bridge) in &region.eligible {
+        let n = reserved.iter().find(|r| r.1 == bridge).map_or(0, |r| r.2);
+        let corrected = stress + policy.participant_stress * f64::from(n);
+        if corrected < best.0 {
+            best = (corrected, bridge);
+        }
+        if n == 0 {
+            break;
+        }
     }
-    if health.stress() >= policy.stress_threshold {
-        return Tier::Overloaded;
-    }
-    Tier::Eligible
+    let tier = if best.0 < policy.stress_threshold {
+        Tier::Eligible
+    } else {
+        Tier::Overloaded
+    };
+    (tier, Some(best.0), Some(best.1))
 }
 
-/// The region the client should get if everything were healthy.
+/// The region the client should get if everything were usable.
 fn prefer(
     client: Client<'_>,
-    catalog: &Catalog,
-    regions: &[Considered],
+    survey: &Survey,
+    entries: &[Considered],
+    from: Option<Origin>,
     steps: &mut Vec<String>,
 ) -> (usize, Reason) {
+    let catalog = &survey.catalog;
+    let name = |r: usize| &catalog.regions()[r].id;
     if let Some(r) = client.ip.and_then(|ip| catalog.network_pin(ip)) {
-        steps.push(format!(
-            "a network pin sends this address to {}",
-            regions[r].region
-        ));
+        steps.push(format!("a network pin sends this address to {}", name(r)));
         return (r, Reason::NetworkPin);
     }
-    let location = client.location;
-    let country = location.and_then(|l| l.country);
+    let country = client.location.and_then(|l| l.country);
     if let Some((country, r)) = country.and_then(|c| Some((c, catalog.country_pin(c)?))) {
-        steps.push(format!(
-            "country {country} is pinned to {}",
-            regions[r].region
-        ));
+        steps.push(format!("country {country} is pinned to {}", name(r)));
         return (r, Reason::CountryPin);
     }
-    if location.and_then(|l| l.point).is_some() {
-        let nearest = nearest(catalog, regions, |_| true).expect("a catalog has a region");
-        let r = &regions[nearest];
-        steps.push(format!(
-            "nearest region is {} at {} km",
-            r.region,
-            km(r.distance_km)
-        ));
-        return (nearest, Reason::Nearest);
+    if let Some(from) = from {
+        let r = nearest(survey, entries, None, |_| true).expect("a catalog has a region");
+        let km = entries[r].distance_km.unwrap_or(0.0);
+        let reason = match from.centroid {
+            Some(country) => {
+                steps.push(format!(
+                    "the location is coarse; measuring from the centroid of {country}"
+                ));
+                Reason::CountryCentroid
+            }
+            None => Reason::Nearest,
+        };
+        steps.push(format!("nearest region is {} at {km:.0} km", name(r)));
+        return (r, reason);
     }
     let r = catalog.default_region();
     steps.push(format!(
         "the client has no location; default region is {}",
-        regions[r].region
+        name(r)
     ));
     (r, Reason::Default)
 }
 
 /// Takes the preferred region if it has `tier`, else the nearest of its group, else any.
 fn take(
-    catalog: &Catalog,
-    regions: &[Considered],
+    survey: &Survey,
+    entries: &[Considered],
     preferred: usize,
     tier: Tier,
     reason: Reason,
     steps: &mut Vec<String>,
 ) -> (usize, Reason) {
-    if regions[preferred].tier == tier {
+    if entries[preferred].tier == tier {
         return (preferred, reason);
     }
-    let wanted = &regions[preferred];
+    let name = |r: usize| &survey.catalog.regions()[r].id;
+    let wanted = &entries[preferred];
     steps.push(format!(
-        "{} is not usable ({:?})",
-        wanted.region, wanted.tier
+        "{} is not usable at the {} tier (it is {})",
+        name(preferred),
+        tier.label(),
+        wanted.tier.label()
     ));
-    let group = catalog.regions()[preferred].group.as_deref();
-    let same_group = |i: usize| group.is_some() && catalog.regions()[i].group.as_deref() == group;
-    let has_tier = |i: usize| regions[i].tier == tier;
-    if let Some(i) = nearest_from(catalog, regions, preferred, |i| {
-        has_tier(i) && same_group(i)
-    }) {
-        steps.push(format!("group fallback to {}", regions[i].region));
+    let group = survey.regions[preferred].group;
+    let same_group = |i: usize| group.is_some() && survey.regions[i].group == group;
+    let has_tier = |i: usize| entries[i].tier == tier;
+    let from = Some(preferred);
+    if let Some(i) = nearest(survey, entries, from, |i| has_tier(i) && same_group(i)) {
+        steps.push(format!("group fallback to {}", name(i)));
         return (i, Reason::GroupFallback);
     }
-    let i = nearest_from(catalog, regions, preferred, has_tier).expect("some region has tier");
+    let i = nearest(survey, entries, from, has_tier).expect("some region has the best tier");
     steps.push(format!(
         "fallback to the nearest usable region, {}",
-        regions[i].region
+        name(i)
     ));
     (i, Reason::Fallback)
 }
 
-/// The nearest region passing `keep`, by client distance plus bias.
+/// The nearest region passing `keep`, by distance plus bias: from the client when located,
+/// else from the region at `fallback_from`.
 fn nearest(
-    catalog: &Catalog,
-    regions: &[Considered],
+    survey: &Survey,
+    entries: &[Considered],
+    fallback_from: Option<usize>,
     keep: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    let score = |i: usize| regions[i].distance_km.unwrap_or(0.0) + catalog.regions()[i].bias_km;
-    (0..regions.len())
-        .filter(|&i| keep(i))
-        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
-}
-
-/// Like [`nearest`], but measures from the preferred region when the client has no location.
-fn nearest_from(
-    catalog: &Catalog,
-    regions: &[Considered],
-    preferred: usize,
-    keep: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    if regions[preferred].distance_km.is_some() {
-        return nearest(catalog, regions, keep);
-    }
-    let from: Point = catalog.regions()[preferred].point;
+    let from = fallback_from.map(|p| survey.regions[p].unit);
     let score = |i: usize| {
-        let region = &catalog.regions()[i];
-        from.distance_km(&region.point) + region.bias_km
+        let region = &survey.regions[i];
+        let km = match (entries[i].distance_km, from) {
+            (Some(km), _) => km,
+            (None, Some(from)) => distance_km(&from, &region.unit),
+            (None, None) => 0.0,
+        };
+        km + region.bias_km
     };
-    (0..regions.len())
+    (0..entries.len())
         .filter(|&i| keep(i))
-        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
+        .map(|i| (score(i), i))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, i)| i)
 }
 
-fn sorted(mut regions: Vec<Considered>) -> Vec<Considered> {
-    regions.sort_by(|a, b| {
-        let (a, b) = (a.distance_km.unwrap_or(0.0), b.distance_km.unwrap_or(0.0));
-        a.total_cmp(&b)
-    });
-    regions
+/// Says for every region why it was or was not taken.
+fn judge(survey: &Survey, entries: &mut [Considered], chosen: usize, best: Tier, reason: Reason) {
+    let group = survey.regions[chosen].group;
+    for (i, entry) in entries.iter_mut().enumerate() {
+        entry.why = if i == chosen {
+            Why::Taken
+        } else if entry.tier != best {
+            Why::WorseTier
+        } else {
+            match reason {
+                Reason::NetworkPin | Reason::CountryPin | Reason::Default => Why::NotPreferred,
+                Reason::GroupFallback if survey.regions[i].group != group => Why::OutsideGroup,
+                _ => Why::Farther,
+            }
+        };
+    }
 }
 
-fn round_km(km: f64) -> f64 {
-    km.round()
-}
-
-fn km(distance: Option<f64>) -> String {
-    distance.map_or_else(|| "?".to_owned(), |d| format!("{d:.0}"))
+fn sorted(mut entries: Vec<Considered>, located: bool) -> Vec<Considered> {
+    if located {
+        entries.sort_by(|a, b| {
+            let (a, b) = (a.distance_km.unwrap_or(0.0), b.distance_km.unwrap_or(0.0));
+            a.total_cmp(&b)
+        });
+    }
+    entries
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Bridge, BridgeId, Region, Spec};
-    use crate::probe::Stats;
+    use crate::catalog::{AdminState, Bridge, Region, Spec};
+    use crate::geo::Point;
+    use crate::probe::{Health, State, Stats};
 
     fn region(id: &str, latitude: f64, longitude: f64, group: &str) -> Region {
         Region {
@@ -423,42 +645,57 @@ mod tests {
                 region("eu-central", 50.1, 8.7, "europe"),
                 region("us-east", 39.0, -77.5, "americas"),
             ],
-            bridges: vec![bridge("lon", "eu-west"), bridge("fra", "eu-central")],
+            bridges: vec![
+                bridge("lon", "eu-west"),
+                bridge("lon-2", "eu-west"),
+                bridge("fra", "eu-central"),
+            ],
             default_region: Some(RegionId::parse("us-east").expect("id")),
             ..Spec::default()
         })
         .expect("valid catalog")
     }
 
-    fn health(entries: &[(&str, State, f64)]) -> HealthSnapshot {
+    fn with_stats(state: State, stats: Stats) -> Health {
+        Health {
+            state,
+            stats: Some(stats),
+            ..Health::default()
+        }
+    }
+
+    fn stress(state: State, stress_level: f64) -> Health {
+        let stats = Stats {
+            stress_level,
+            ..Stats::default()
+        };
+        with_stats(state, stats)
+    }
+
+    fn health(entries: &[(&str, Health)]) -> HealthSnapshot {
         let mut snapshot = HealthSnapshot::default();
-        for &(id, state, stress) in entries {
-            let stats = Stats {
-                stress_level: stress,
-                ..Stats::default()
-            };
-            let h = Health {
-                state,
-                stats: Some(stats),
-                ..Health::default()
-            };
-            snapshot.insert(BridgeId::parse(id).expect("id"), h);
+        for (id, h) in entries {
+            snapshot.insert(BridgeId::parse(id).expect("id"), h.clone());
         }
         snapshot
     }
 
-    fn dublin() -> Location {
+    fn located(latitude: f64, longitude: f64) -> Location {
         Location {
             country: None,
             continent: None,
-            subdivision: None,
+            subdivision: Some("somewhere".to_owned()),
             point: Some(Point {
-                latitude: 53.3,
-                longitude: -6.3,
+                latitude,
+                longitude,
             }),
             accuracy_km: None,
             coarse: false,
         }
+    }
+
+    fn dublin() -> Location {
+        located(53.3, -6.3)
     }
 
     fn pick(location: Option<&Location>, health: &HealthSnapshot) -> Result<Decision, Refusal> {
@@ -466,33 +703,57 @@ mod tests {
         select(client, &catalog(), health, &Policy::default())
     }
 
-    /// Dublin goes to London while London's bridge is up.
+    /// Dublin goes to London while London's bridge is up; every region says why.
     #[test]
     fn nearest_eligible_region() {
-        let h = health(&[("lon", State::Up, 0.1), ("fra", State::Up, 0.1)]);
+        let h = health(&[
+            ("lon", stress(State::Up, 0.1)),
+            ("fra", stress(State::Up, 0.1)),
+        ]);
         let d = pick(Some(&dublin()), &h).expect("chosen");
         assert_eq!((d.region.as_str(), d.reason), ("eu-west", Reason::Nearest));
+        assert_eq!(d.bridge.as_ref().map(BridgeId::as_str), Some("lon"));
+        let whys: Vec<(&str, Why)> = d.regions.iter().map(|(r, c)| (r.as_str(), c.why)).collect();
+        assert_eq!(
+            whys,
+            [
+                ("eu-west", Why::Taken),
+                ("eu-central", Why::Farther),
+                ("us-east", Why::Farther)
+            ]
+        );
     }
 
     /// An overloaded London sends Dublin to Frankfurt, its group neighbour, not to the US.
     #[test]
     fn group_fallback() {
-        let h = health(&[("lon", State::Up, 0.9), ("fra", State::Up, 0.1)]);
+        let h = health(&[
+            ("lon", stress(State::Up, 0.9)),
+            ("fra", stress(State::Up, 0.1)),
+        ]);
         let d = pick(Some(&dublin()), &h).expect("chosen");
         assert_eq!(
             (d.region.as_str(), d.reason),
             ("eu-central", Reason::GroupFallback)
         );
         assert_eq!(d.tier, Tier::Eligible);
+        assert_eq!(
+            d.regions.get("eu-west").map(|c| c.why),
+            Some(Why::WorseTier)
+        );
     }
 
     /// With Europe all down, the unwatched US region is eligible and is taken.
     #[test]
     fn unwatched_region_counts_as_eligible() {
-        let h = health(&[("lon", State::Down, 0.0), ("fra", State::Down, 0.0)]);
+        let h = health(&[
+            ("lon", stress(State::Down, 0.0)),
+            ("fra", stress(State::Down, 0.0)),
+        ]);
         let d = pick(Some(&dublin()), &h).expect("chosen");
         assert_eq!((d.region.as_str(), d.reason), ("us-east", Reason::Fallback));
         assert!(d.unwatched);
+        assert_eq!(d.bridge, None);
     }
 
     /// No location means the default region.
@@ -500,5 +761,150 @@ mod tests {
     fn default_region_without_location() {
         let d = pick(None, &HealthSnapshot::default()).expect("chosen");
         assert_eq!((d.region.as_str(), d.reason), ("us-east", Reason::Default));
+    }
+
+    /// Reservations move a region over the threshold: with London at 0.69 and five
+    /// participants per room, three rooms fit (0.69, 0.74, 0.79) and the fourth goes to
+    /// Frankfurt; the room is reserved on the least stressed bridge.
+    #[test]
+    fn reservations_correct_stress() {
+        let h = health(&[
+            ("lon", stress(State::Up, 0.69)),
+            ("lon-2", stress(State::Down, 0.0)),
+            ("fra", stress(State::Up, 0.1)),
+        ]);
+        let policy = Policy::default();
+        let survey = Survey::build(Arc::new(catalog()), &h, &policy);
+        let mut load = Load::default();
+        let client = Client {
+            ip: None,
+            location: Some(&dublin()),
+        };
+        let mut regions = Vec::new();
+        for _ in 0..5 {
+            let d = select_in(client, &survey, &load, &policy).expect("chosen");
+            load.add(d.bridge.clone().expect("a watched region"), 5);
+            regions.push(d.region.to_string());
+        }
+        assert_eq!(
+            regions,
+            ["eu-west", "eu-west", "eu-west", "eu-central", "eu-central"]
+        );
+        let d = select_in(client, &survey, &load, &policy).expect("chosen");
+        let west = d.regions.get("eu-west").expect("listed");
+        assert_eq!(west.tier, Tier::Overloaded);
+        assert!((west.stress.expect("stress") - 0.84).abs() < 1e-9);
+    }
+
+    /// Of two eligible bridges Jicofo would pick the least stressed after reservations.
+    #[test]
+    fn reservation_goes_to_least_corrected_stress() {
+        let h = health(&[
+            ("lon", stress(State::Up, 0.30)),
+            ("lon-2", stress(State::Up, 0.33)),
+        ]);
+        let policy = Policy::default();
+        let survey = Survey::build(Arc::new(catalog()), &h, &policy);
+        let client = Client {
+            ip: None,
+            location: Some(&dublin()),
+        };
+        let mut load = Load::default();
+        let first = select_in(client, &survey, &load, &policy).expect("chosen");
+        assert_eq!(first.bridge.as_ref().map(BridgeId::as_str), Some("lon"));
+        load.add(BridgeId::parse("lon").expect("id"), 5);
+        let second = select_in(client, &survey, &load, &policy).expect("chosen");
+        assert_eq!(second.bridge.as_ref().map(BridgeId::as_str), Some("lon-2"));
+    }
+
+    /// Draining is taken only when nothing is eligible; graceful counts as draining; a
+    /// shutting-down bridge is never taken, even when it is all that is left.
+    #[test]
+    fn degrade_order_and_shutting_down() {
+        let flags = |drain, graceful, closing| Stats {
+            drain,
+            graceful_shutdown: graceful,
+            shutting_down: closing,
+            ..Stats::default()
+        };
+        let catalog = Catalog::build(Spec {
+            regions: vec![
+                region("eu-west", 51.5, -0.1, "europe"),
+                region("eu-central", 50.1, 8.7, "europe"),
+            ],
+            bridges: vec![bridge("lon", "eu-west"), bridge("fra", "eu-central")],
+            ..Spec::default()
+        })
+        .expect("valid");
+        let run = |lon: Stats, fra: Health| {
+            let h = health(&[("lon", with_stats(State::Up, lon)), ("fra", fra)]);
+            let client = Client {
+                ip: None,
+                location: Some(&dublin()),
+            };
+            select(client, &catalog, &h, &Policy::default()).map(|d| (d.region.to_string(), d.tier))
+        };
+        let fra_down = stress(State::Down, 0.1);
+        let eligible = (String::from("eu-central"), Tier::Eligible);
+        let ok = stress(State::Up, 0.5);
+        assert_eq!(
+            run(flags(false, true, false), ok.clone()),
+            Ok(eligible.clone())
+        );
+        assert_eq!(run(flags(true, false, false), ok.clone()), Ok(eligible));
+        let west_draining = (String::from("eu-west"), Tier::Draining);
+        assert_eq!(
+            run(flags(true, false, false), fra_down.clone()),
+            Ok(west_draining)
+        );
+        let central_panic = (String::from("eu-central"), Tier::Panic);
+        assert_eq!(run(flags(false, false, true), fra_down), Ok(central_panic));
+        let fra_closing = with_stats(State::Up, flags(false, false, true));
+        assert_eq!(
+            run(flags(false, false, true), fra_closing),
+            Err(Refusal::NothingLeft)
+        );
+    }
+
+    /// A coarse location measures from its country's centroid: a German address known only
+    /// to country level, placed by the database in London, goes to Frankfurt.
+    #[test]
+    fn coarse_location_uses_country_centroid() {
+        let h = health(&[
+            ("lon", stress(State::Up, 0.1)),
+            ("fra", stress(State::Up, 0.1)),
+        ]);
+        let mut coarse = located(51.5, -0.1);
+        coarse.country = Some(CountryCode::parse("DE").expect("code"));
+        coarse.subdivision = None;
+        coarse.coarse = true;
+        let d = pick(Some(&coarse), &h).expect("chosen");
+        assert_eq!(
+            (d.region.as_str(), d.reason),
+            ("eu-central", Reason::CountryCentroid)
+        );
+        coarse.coarse = false;
+        let d = pick(Some(&coarse), &h).expect("chosen");
+        assert_eq!((d.region.as_str(), d.reason), ("eu-west", Reason::Nearest));
+    }
+
+    /// The `refuse` policy answers with a refusal when every bridge is down.
+    #[test]
+    fn refuse_policy() {
+        let catalog = Catalog::build(Spec {
+            regions: vec![region("eu-west", 51.5, -0.1, "europe")],
+            bridges: vec![bridge("lon", "eu-west")],
+            ..Spec::default()
+        })
+        .expect("valid");
+        let h = health(&[("lon", stress(State::Down, 0.1))]);
+        let refuse = Policy {
+            when_all_down: WhenAllDown::Refuse,
+            ..Policy::default()
+        };
+        let client = Client::default();
+        assert_eq!(select(client, &catalog, &h, &refuse), Err(Refusal::AllDown));
+        let d = select(client, &catalog, &h, &Policy::default()).expect("panic mode");
+        assert_eq!((d.tier, d.degraded), (Tier::Panic, true));
     }
 }
