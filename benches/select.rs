@@ -1,27 +1,45 @@
-//! Hot path benchmarks: GeoIP lookup, and lookup plus selection over the example regions.
+//! Hot path benchmarks: GeoIP lookup, lookup plus selection over the example regions, and
+//! selection alone over 200 regions and 5,000 bridges.
 //!
 //! Run with `cargo bench --bench select`; each iteration takes the next of 4096 random
-//! public IPv4 addresses, so the database is not read from one warm spot.
+//! public IPv4 addresses (or points), so neither the database nor the regions are read from
+//! one warm spot. The large catalog's survey is built once, as the service builds it once
+//! per health snapshot; its build time is measured separately.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use geobridge::catalog::{AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Spec};
 use geobridge::config::Settings;
-use geobridge::geo::{self, AddressClass, Database, Lookup};
-use geobridge::probe::HealthSnapshot;
-use geobridge::select::{self, Client};
+use geobridge::geo::{self, AddressClass, Database, Location, Lookup, Point};
+use geobridge::probe::{Health, HealthSnapshot, State, Stats};
+use geobridge::select::{self, Client, Load, Policy, Survey};
+
+/// Deterministic pseudo-random numbers, so runs compare.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..1`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
 
 fn addresses() -> Vec<IpAddr> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
     while out.len() < 4096 {
-        // xorshift: deterministic, so runs compare.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let ip = IpAddr::V4(Ipv4Addr::from(state as u32));
+        let ip = IpAddr::V4(Ipv4Addr::from(rng.next() as u32));
         if geo::classify(ip) == AddressClass::Public {
             out.push(ip);
         }
@@ -29,10 +47,77 @@ fn addresses() -> Vec<IpAddr> {
     out
 }
 
-fn benches(c: &mut Criterion) {
+fn point(rng: &mut XorShift) -> Point {
+    Point {
+        latitude: rng.unit() * 140.0 - 70.0,
+        longitude: rng.unit() * 360.0 - 180.0,
+    }
+}
+
+/// 200 regions in 8 groups with 25 bridges each, mostly healthy, some loaded, draining or
+/// down; recent reservations on 50 bridges.
+fn large() -> (Catalog, HealthSnapshot, Load) {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut spec = Spec::default();
+    let mut health = HealthSnapshot::default();
+    let mut load = Load::default();
+    for r in 0..200 {
+        let id = RegionId::parse(&format!("region-{r}")).expect("id");
+        spec.regions.push(Region {
+            id: id.clone(),
+            name: String::new(),
+            point: point(&mut rng),
+            group: Some(format!("group-{}", r % 8)),
+            bias_km: (rng.unit() - 0.5) * 200.0,
+        });
+        for b in 0..25 {
+            let bridge = BridgeId::parse(&format!("jvb-{r}-{b}")).expect("id");
+            let roll = rng.unit();
+            let stats = Stats {
+                stress_level: rng.unit() * 0.9,
+                drain: roll > 0.95,
+                ..Stats::default()
+            };
+            let state = if roll < 0.05 { State::Down } else { State::Up };
+            let h = Health {
+                state,
+                stats: Some(stats),
+                ..Health::default()
+            };
+            health.insert(bridge.clone(), h);
+            if b == 0 && r % 4 == 0 {
+                load.add(bridge.clone(), 5);
+            }
+            spec.bridges.push(Bridge {
+                id: bridge,
+                region: id.clone(),
+                url: format!("http://10.0.{r}.{b}:8080"),
+                weight: 1,
+                stats: true,
+                admin_state: AdminState::Active,
+            });
+        }
+    }
+    (Catalog::build(spec).expect("valid"), health, load)
+}
+
+fn located(p: Point) -> Location {
+    Location {
+        country: None,
+        continent: None,
+        subdivision: Some("s".to_owned()),
+        point: Some(p),
+        accuracy_km: None,
+        coarse: false,
+    }
+}
+
+fn example_paths(c: &mut Criterion) {
     let settings = Settings::load(None, &HashMap::new()).expect("example settings");
     let database = Database::open(&settings.geo.database).expect("shipped database");
-    let health = HealthSnapshot::default();
+    let catalog = Arc::new(settings.catalog.clone());
+    let survey = Survey::build(catalog, &HealthSnapshot::default(), &settings.policy);
+    let load = Load::default();
     let ips = addresses();
     let mut next = ips.iter().cycle();
     c.bench_function("lookup", |b| {
@@ -50,15 +135,32 @@ fn benches(c: &mut Criterion) {
                 ip: Some(ip),
                 location,
             };
-            black_box(select::select(
-                client,
-                &settings.catalog,
-                &health,
-                &settings.policy,
-            ))
+            black_box(select::select_in(client, &survey, &load, &settings.policy))
         })
     });
 }
 
-criterion_group!(hot_path, benches);
+fn large_catalog(c: &mut Criterion) {
+    let (catalog, health, load) = large();
+    let catalog = Arc::new(catalog);
+    let policy = Policy::default();
+    let survey = Survey::build(catalog.clone(), &health, &policy);
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let clients: Vec<Location> = (0..4096).map(|_| located(point(&mut rng))).collect();
+    let mut next = clients.iter().cycle();
+    c.bench_function("select_200_regions_5000_bridges", |b| {
+        b.iter(|| {
+            let client = Client {
+                ip: None,
+                location: next.next(),
+            };
+            black_box(select::select_in(client, &survey, &load, &policy))
+        })
+    });
+    c.bench_function("survey_build_200_regions_5000_bridges", |b| {
+        b.iter(|| black_box(Survey::build(catalog.clone(), &health, &policy)))
+    });
+}
+
+criterion_group!(hot_path, example_paths, large_catalog);
 criterion_main!(hot_path);
