@@ -21,11 +21,20 @@ fn point() -> impl Strategy<Value = (f64, f64)> {
 }
 
 fn bridge_spec() -> impl Strategy<Value = BridgeSpec> {
-    (0u8..4, 0.0..1.2f64, prop::bool::weighted(0.15), prop::bool::weighted(0.1))
+    (
+        0u8..4,
+        0.0..1.2f64,
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
+    )
 }
 
 fn region_spec() -> impl Strategy<Value = RegionSpec> {
-    (point(), -300.0..300.0f64, prop::collection::vec(bridge_spec(), 1..4))
+    (
+        point(),
+        -300.0..300.0f64,
+        prop::collection::vec(bridge_spec(), 1..4),
+    )
 }
 
 /// A scenario: catalog, health and a located client.
@@ -36,21 +45,19 @@ struct World {
 }
 
 fn world() -> impl Strategy<Value = World> {
-    (prop::collection::vec(region_spec(), 1..8), point()).prop_map(|(regions, (lat, lon))| {
-        World {
-            regions,
-            client: Location {
-                country: None,
-                continent: None,
-                subdivision: Some("s".to_owned()),
-                point: Some(Point {
-                    latitude: lat,
-                    longitude: lon,
-                }),
-                accuracy_km: None,
-                coarse: false,
-            },
-        }
+    (prop::collection::vec(region_spec(), 1..8), point()).prop_map(|(regions, (lat, lon))| World {
+        regions,
+        client: Location {
+            country: None,
+            continent: None,
+            subdivision: Some("s".to_owned()),
+            point: Some(Point {
+                latitude: lat,
+                longitude: lon,
+            }),
+            accuracy_km: None,
+            coarse: false,
+        },
     })
 }
 

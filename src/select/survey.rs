@@ -23,7 +23,7 @@ pub struct Survey {
     pub(super) catalog: Arc<Catalog>,
     pub(super) regions: Vec<Summary>,
     /// Bridge id to (region position, bridge position), for reservations.
-    pub(super) bridges: HashMap<BridgeId, (usize, usize)>,
+    pub(super) bridges: HashMap<BridgeId, (usize, usize), FnvBuild>,
 }
 
 /// One region as a request needs it.
@@ -46,7 +46,8 @@ impl Survey {
     pub fn build(catalog: Arc<Catalog>, health: &HealthSnapshot, policy: &Policy) -> Survey {
         let unknown = Health::default();
         let mut groups: HashMap<&str, u32> = HashMap::new();
-        let mut bridges = HashMap::with_capacity(catalog.bridges().len());
+        let mut bridges =
+            HashMap::with_capacity_and_hasher(catalog.bridges().len(), FnvBuild::default());
         let mut regions = Vec::with_capacity(catalog.regions().len());
         for (r, region) in catalog.regions().iter().enumerate() {
             let next_group = u32::try_from(groups.len()).unwrap_or(u32::MAX);
@@ -129,8 +130,50 @@ pub(super) fn unit(point: &Point) -> [f64; 3] {
 pub(super) fn distance_km(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
     let chord = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-    2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
+    2.0 * EARTH_RADIUS_KM * arcsine((chord / 2.0).min(1.0))
 }
+
+/// Arcsine of `x` in `0..=1` by the polynomial of Abramowitz and Stegun (4.4.46), within
+/// 2e-8 radians (under a metre on Earth) and several times faster than `f64::asin`.
+fn arcsine(x: f64) -> f64 {
+    const A: [f64; 8] = [
+        1.570_796_305_0,
+        -0.214_598_801_6,
+        0.088_978_987_4,
+        -0.050_174_304_6,
+        0.030_891_881_0,
+        -0.017_088_125_6,
+        0.006_670_090_1,
+        -0.001_262_491_1,
+    ];
+    let poly = A.iter().rev().fold(0.0, |acc, &a| acc * x + a);
+    std::f64::consts::FRAC_PI_2 - (1.0 - x).sqrt() * poly
+}
+
+/// FNV-1a: bridge ids are short, trusted strings, and SipHash would dominate a request.
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+/// Builds [`Fnv`] hashers.
+pub(super) type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 /// The latest survey, rebuilt by whichever request first sees a new catalog or snapshot.
 #[derive(Default)]
@@ -197,6 +240,15 @@ mod tests {
                 let chord = distance_km(&unit(&a), &unit(&b));
                 assert!((chord - a.distance_km(&b)).abs() < 0.01, "{a:?} {b:?}");
             }
+        }
+    }
+
+    /// The arcsine polynomial agrees with `f64::asin` over its whole range.
+    #[test]
+    fn arcsine_is_accurate() {
+        for i in 0..=10_000 {
+            let x = f64::from(i) / 10_000.0;
+            assert!((arcsine(x) - x.asin()).abs() < 3e-8, "{x}");
         }
     }
 }
