@@ -5,4 +5,5 @@ mod errors;
 mod helpers;
 mod probing;
 mod rooms;
+mod scenarios;
 mod select;

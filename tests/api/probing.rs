@@ -45,7 +45,11 @@ async fn failing_bridge_leaves_after_fall_and_returns_after_rise() {
     })
     .await;
     let h = app.bridge_health("lon-1").await;
-    assert_eq!((h["flaps"].as_u64(), h["failures"].as_u64()), (Some(1), Some(0)), "{h}");
+    assert_eq!(
+        (h["flaps"].as_u64(), h["failures"].as_u64()),
+        (Some(1), Some(0)),
+        "{h}"
+    );
     assert!(h["passes"].as_u64().expect("passes") >= 2, "{h}");
     assert_eq!(app.select(UK).await.json["region"], "eu-west");
 }
@@ -134,8 +138,18 @@ async fn garbage_and_load_are_respected() {
 async fn broken_answers_fall_while_others_keep_passing() {
     let good = FakeBridge::start().await;
     let bad = [
-        ("hang-1", "eu-central", Behaviour::HangAfterHeaders, "no answer in"),
-        ("huge-1", "us-east", Behaviour::Huge, "body larger than 262144 bytes"),
+        (
+            "hang-1",
+            "eu-central",
+            Behaviour::HangAfterHeaders,
+            "no answer in",
+        ),
+        (
+            "huge-1",
+            "us-east",
+            Behaviour::Huge,
+            "body larger than 262144 bytes",
+        ),
         ("junk-1", "us-west", Behaviour::Garbage, "not valid JSON"),
     ];
     let mut options = Options::default().bridge("lon-1", "eu-west", &good.url);
@@ -160,7 +174,11 @@ async fn broken_answers_fall_while_others_keep_passing() {
     }
     app.wait_until(20, "every broken bridge down", || async {
         let h = app.bridge_health("lon-1").await;
-        assert_eq!((h["state"].as_str(), h["failures"].as_u64()), (Some("up"), Some(0)), "{h}");
+        assert_eq!(
+            (h["state"].as_str(), h["failures"].as_u64()),
+            (Some("up"), Some(0)),
+            "{h}"
+        );
         let mut down = true;
         for (id, ..) in &bad {
             let h = app.bridge_health(id).await;
@@ -180,7 +198,10 @@ async fn broken_answers_fall_while_others_keep_passing() {
         assert!(error.contains(why), "{id}: {h}");
     }
     let hits = good.health_hits.load(Ordering::Relaxed) - hits_before;
-    assert!(hits >= 3, "the healthy bridge was probed {hits} times meanwhile");
+    assert!(
+        hits >= 3,
+        "the healthy bridge was probed {hits} times meanwhile"
+    );
     assert_eq!(app.select(UK).await.json["region"], "eu-west");
 }
 
