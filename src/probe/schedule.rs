@@ -289,7 +289,10 @@ fn note_changes(bridge: &Bridge, before: &Health, after: &Health, metrics: &Metr
         );
     }
     if after.stats_unavailable && !before.stats_unavailable {
-        tracing::info!(bridge.id = %id, %region, "bridge serves no stats (404); judged on health alone");
+        tracing::info!(
+            bridge.id = %id, %region,
+            "bridge serves no stats (404); judged on health alone"
+        );
     }
     if before.state == after.state {
         return;
