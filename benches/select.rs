@@ -158,9 +158,11 @@ fn large_catalog_cpu(c: &mut Criterion<ThreadCpu>) {
 }
 
 fn select_large<M: Measurement + 'static>(c: &mut Criterion<M>, name: &str) {
-    let (catalog, health, load) = large();
+    let (catalog, health, mut load) = large();
     let policy = Policy::default();
     let survey = Survey::build(Arc::new(catalog), &health, &policy);
+    // As the API keeps it: reservations resolved to positions once, not per request.
+    load.place(&survey);
     let mut rng = XorShift(0x1234_5678_9abc_def1);
     let clients: Vec<Location> = (0..4096).map(|_| located(point(&mut rng))).collect();
     let mut next = clients.iter().cycle();

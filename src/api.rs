@@ -399,7 +399,7 @@ fn choose(state: &AppState, client: Client<'_>, reserve: Option<u32>) -> Result<
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     ledger.expire(now);
-    let decision = select::select_in(client, &survey, ledger.load(), &state.policy)?;
+    let decision = select::select_in(client, &survey, ledger.load_for(&survey), &state.policy)?;
     if let (Some(bridge), Some(participants)) = (&decision.bridge, reserve) {
         ledger.reserve(bridge.clone(), participants, now);
     }

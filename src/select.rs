@@ -190,14 +190,20 @@ pub struct Considered {
 #[derive(Debug, Clone)]
 pub struct Regions {
     catalog: Arc<Catalog>,
+    /// In catalog order.
     entries: Vec<Considered>,
+    /// Positions in `entries`, nearest first (catalog order when not located).
+    order: Vec<u32>,
 }
 
 impl Regions {
-    /// Each region's id with how it was considered.
+    /// Each region's id with how it was considered, nearest first.
     pub fn iter(&self) -> impl Iterator<Item = (&RegionId, &Considered)> {
         let regions = self.catalog.regions();
-        self.entries.iter().map(move |c| (&regions[c.index].id, c))
+        self.order.iter().map(move |&i| {
+            let c = &self.entries[i as usize];
+            (&regions[c.index].id, c)
+        })
     }
 
     /// How the region with this id was considered.
@@ -218,7 +224,9 @@ impl Regions {
 
 impl PartialEq for Regions {
     fn eq(&self, other: &Regions) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog) && self.entries == other.entries
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+            && self.entries == other.entries
+            && self.order == other.order
     }
 }
 
@@ -396,7 +404,8 @@ pub fn select_in(
         steps,
         regions: Regions {
             catalog: catalog.clone(),
-            entries: sorted(entries, from.is_some()),
+            order: nearest_first(&entries, from.is_some()),
+            entries,
         },
     };
     Ok(decision)
@@ -410,7 +419,14 @@ fn assess(
     policy: &Policy,
     from: Option<[f64; 3]>,
 ) -> Vec<Considered> {
-    let reserved = reserved_by_region(survey, load);
+    let resolved;
+    let reserved = match load.placed_for(survey) {
+        Some(placed) => placed,
+        None => {
+            resolved = reserved_by_region(survey, load);
+            &resolved
+        }
+    };
     let mut cursor = 0;
     let mut entries = Vec::with_capacity(survey.regions.len());
     for (i, region) in survey.regions.iter().enumerate() {
@@ -436,7 +452,7 @@ fn assess(
 /// Reservations as (region, bridge, participants), by region.
 // Known limit: every bridge holding reservations is looked up by id on every request, about
 // 20 ns each; a deployment with thousands of bridges reserved at once pays that per request.
-fn reserved_by_region(survey: &Survey, load: &Load) -> Vec<(usize, usize, u32)> {
+pub(crate) fn reserved_by_region(survey: &Survey, load: &Load) -> Vec<(usize, usize, u32)> {
     let mut reserved: Vec<(usize, usize, u32)> = load
         .iter()
         .filter_map(|(id, n)| survey.bridges.get(id).map(|&(r, b)| (r, b, n)))
@@ -599,23 +615,49 @@ fn judge(survey: &Survey, entries: &mut [Considered], chosen: usize, best: Tier,
     }
 }
 
-/// Nearest first when located, else in catalog order. Sorts one packed integer per region
-/// (metres, then position), which is several times faster than sorting the entries.
-fn sorted(entries: Vec<Considered>, located: bool) -> Vec<Considered> {
-    if !located || entries.len() > usize::from(u16::MAX) {
-        return entries;
+/// Positions of `entries`, nearest first when located (ties by catalog position), else in
+/// catalog order.
+///
+/// Regions are dealt into buckets of distance, then an insertion sort puts each bucket in
+/// order: about linear for regions spread over the globe, and without the mispredicted
+/// branches of a comparison sort, which would otherwise be a quarter of a request.
+fn nearest_first(entries: &[Considered], located: bool) -> Vec<u32> {
+    const BUCKETS: usize = 256;
+    const HALF_CIRCUMFERENCE_KM: f64 = 20_016.0;
+    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    if !located {
+        return (0..count).collect();
     }
-    let mut keys: Vec<u64> = entries
+    let km: Vec<f64> = entries
         .iter()
-        .map(|c| {
-            let metres = (c.distance_km.unwrap_or(0.0) * 1000.0) as u64;
-            metres << 16 | c.index as u64
-        })
+        .map(|c| c.distance_km.unwrap_or(0.0))
         .collect();
-    keys.sort_unstable();
-    keys.iter()
-        .map(|&key| entries[(key & 0xffff) as usize])
-        .collect()
+    let buckets: Vec<u8> = km
+        .iter()
+        .map(|d| (d * (BUCKETS as f64 / HALF_CIRCUMFERENCE_KM)).min(255.0) as u8)
+        .collect();
+    let mut starts = [0u32; BUCKETS + 1];
+    for &b in &buckets {
+        starts[usize::from(b) + 1] += 1;
+    }
+    for b in 0..BUCKETS {
+        starts[b + 1] += starts[b];
+    }
+    let mut order = vec![0u32; entries.len()];
+    for (i, &b) in (0..count).zip(&buckets) {
+        let slot = &mut starts[usize::from(b)];
+        order[*slot as usize] = i;
+        *slot += 1;
+    }
+    let before = |a: u32, b: u32| km[a as usize].total_cmp(&km[b as usize]).then(a.cmp(&b));
+    for i in 1..order.len() {
+        let mut j = i;
+        while j > 0 && before(order[j], order[j - 1]).is_lt() {
+            order.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    order
 }
 
 #[cfg(test)]
@@ -805,6 +847,62 @@ mod tests {
         let west = d.regions.get("eu-west").expect("listed");
         assert_eq!(west.tier, Tier::Overloaded);
         assert!((west.stress.expect("stress") - 0.84).abs() < 1e-9);
+    }
+
+    /// Regions come out nearest first, ties in catalog order, whatever their spread.
+    #[test]
+    fn regions_sorted_nearest_first() {
+        let entry = |index, km: f64| Considered {
+            index,
+            distance_km: Some(km),
+            tier: Tier::Eligible,
+            unwatched: false,
+            eligible_bridges: 0,
+            stress: None,
+            bridge: None,
+            why: Why::Farther,
+        };
+        let kms = [900.0, 12.5, 20_015.0, 12.4, 900.0, 0.0, 19_999.9, 78.0];
+        let entries: Vec<Considered> = kms.iter().enumerate().map(|(i, &k)| entry(i, k)).collect();
+        assert_eq!(nearest_first(&entries, true), [5, 3, 1, 7, 0, 4, 6, 2]);
+        assert_eq!(nearest_first(&entries, false), [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// Reservations kept as positions by the ledger choose exactly as looking each bridge up.
+    #[test]
+    fn placed_reservations_match_lookups() {
+        let h = health(&[
+            ("lon", stress(State::Up, 0.5)),
+            ("lon-2", stress(State::Up, 0.52)),
+            ("fra", stress(State::Up, 0.1)),
+        ]);
+        let policy = Policy::default();
+        let survey = Survey::build(Arc::new(catalog()), &h, &policy);
+        let start = tokio::time::Instant::now();
+        let mut ledger = Ledger::new(std::time::Duration::from_secs(20));
+        ledger.load_for(&survey);
+        let client = Client {
+            ip: None,
+            location: Some(&dublin()),
+        };
+        for step in 0..30u64 {
+            let now = start + std::time::Duration::from_secs(step);
+            ledger.expire(now);
+            let placed = select_in(client, &survey, ledger.load_for(&survey), &policy);
+            let mut plain = Load::default();
+            for (id, n) in ledger.load().iter() {
+                plain.add(id.clone(), n);
+            }
+            let looked_up = select_in(client, &survey, &plain, &policy);
+            let placed = placed.expect("chosen");
+            assert_eq!(
+                placed.regions.entries,
+                looked_up.expect("chosen").regions.entries
+            );
+            if let Some(bridge) = placed.bridge {
+                ledger.reserve(bridge, 3, now);
+            }
+        }
     }
 
     /// Of two eligible bridges Jicofo would pick the least stressed after reservations.
