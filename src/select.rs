@@ -366,7 +366,8 @@ pub fn select_in(
     policy: &Policy,
 ) -> Result<Decision, Refusal> {
     let from = origin(client.location);
-    let mut entries = assess(survey, load, policy, from.map(|o| o.unit));
+    let km = from.map(|o| survey.distances_km(&o.unit));
+    let mut entries = assess(survey, load, policy, km.as_deref());
     let mut steps = Vec::new();
     let best = entries
         .iter()
@@ -404,7 +405,7 @@ pub fn select_in(
         steps,
         regions: Regions {
             catalog: catalog.clone(),
-            order: nearest_first(&entries, from.is_some()),
+            order: nearest_first(km.as_deref(), entries.len()),
             entries,
         },
     };
@@ -413,12 +414,7 @@ pub fn select_in(
 
 /// Gives every region its distance, tier and the bridge that would take a room, in catalog
 /// order.
-fn assess(
-    survey: &Survey,
-    load: &Load,
-    policy: &Policy,
-    from: Option<[f64; 3]>,
-) -> Vec<Considered> {
+fn assess(survey: &Survey, load: &Load, policy: &Policy, km: Option<&[f64]>) -> Vec<Considered> {
     let resolved;
     let reserved = match load.placed_for(survey) {
         Some(placed) => placed,
@@ -437,7 +433,7 @@ fn assess(
         let (tier, stress, bridge) = standing(region, &reserved[start..cursor], policy);
         entries.push(Considered {
             index: i,
-            distance_km: from.map(|o| distance_km(&o, &region.unit)),
+            distance_km: km.map(|km| km[i]),
             tier,
             unwatched: region.unwatched,
             eligible_bridges: region.eligible.len(),
@@ -615,23 +611,19 @@ fn judge(survey: &Survey, entries: &mut [Considered], chosen: usize, best: Tier,
     }
 }
 
-/// Positions of `entries`, nearest first when located (ties by catalog position), else in
-/// catalog order.
+/// Positions of `len` regions, nearest first by `km` when located (ties by catalog
+/// position), else in catalog order.
 ///
 /// Regions are dealt into buckets of distance, then an insertion sort puts each bucket in
 /// order: about linear for regions spread over the globe, and without the mispredicted
 /// branches of a comparison sort, which would otherwise be a quarter of a request.
-fn nearest_first(entries: &[Considered], located: bool) -> Vec<u32> {
+fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
     const BUCKETS: usize = 256;
     const HALF_CIRCUMFERENCE_KM: f64 = 20_016.0;
-    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-    if !located {
+    let count = u32::try_from(len).unwrap_or(u32::MAX);
+    let Some(km) = km else {
         return (0..count).collect();
-    }
-    let km: Vec<f64> = entries
-        .iter()
-        .map(|c| c.distance_km.unwrap_or(0.0))
-        .collect();
+    };
     let buckets: Vec<u8> = km
         .iter()
         .map(|d| (d * (BUCKETS as f64 / HALF_CIRCUMFERENCE_KM)).min(255.0) as u8)
@@ -643,7 +635,7 @@ fn nearest_first(entries: &[Considered], located: bool) -> Vec<u32> {
     for b in 0..BUCKETS {
         starts[b + 1] += starts[b];
     }
-    let mut order = vec![0u32; entries.len()];
+    let mut order = vec![0u32; len];
     for (i, &b) in (0..count).zip(&buckets) {
         let slot = &mut starts[usize::from(b)];
         order[*slot as usize] = i;
@@ -852,20 +844,9 @@ mod tests {
     /// Regions come out nearest first, ties in catalog order, whatever their spread.
     #[test]
     fn regions_sorted_nearest_first() {
-        let entry = |index, km: f64| Considered {
-            index,
-            distance_km: Some(km),
-            tier: Tier::Eligible,
-            unwatched: false,
-            eligible_bridges: 0,
-            stress: None,
-            bridge: None,
-            why: Why::Farther,
-        };
         let kms = [900.0, 12.5, 20_015.0, 12.4, 900.0, 0.0, 19_999.9, 78.0];
-        let entries: Vec<Considered> = kms.iter().enumerate().map(|(i, &k)| entry(i, k)).collect();
-        assert_eq!(nearest_first(&entries, true), [5, 3, 1, 7, 0, 4, 6, 2]);
-        assert_eq!(nearest_first(&entries, false), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(nearest_first(Some(&kms), 8), [5, 3, 1, 7, 0, 4, 6, 2]);
+        assert_eq!(nearest_first(None, 8), [0, 1, 2, 3, 4, 5, 6, 7]);
     }
 
     /// Reservations kept as positions by the ledger choose exactly as looking each bridge up.
