@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
-use geobridge::catalog::{AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Spec};
+use geobridge::catalog::{
+    AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, ShardId, Spec,
+};
 use geobridge::geo::Point;
 use geobridge::metrics::Metrics;
 use geobridge::probe::{self, HealthSnapshot, Prober};
@@ -177,11 +179,23 @@ fn catalog(ports: &[u16]) -> Catalog {
             },
             group: None,
             bias_km: 0.0,
+            shard: None,
         }],
         bridges,
+        shards: one_shard(),
         ..Spec::default()
     };
     Catalog::build(spec).expect("valid catalog")
+}
+
+/// One Jitsi shard for catalogs built in tests and benchmarks.
+fn one_shard() -> Vec<Shard> {
+    vec![Shard {
+        id: ShardId::parse("default").expect("id"),
+        url: "https://meet.test".to_owned(),
+        subject: None,
+        issuer: None,
+    }]
 }
 
 /// Cumulative counts per upper bound of the lateness histogram, `+Inf` last.

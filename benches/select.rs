@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use geobridge::catalog::{AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Spec};
+use geobridge::catalog::{
+    AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, ShardId, Spec,
+};
 use geobridge::config::Settings;
 use geobridge::geo::{self, AddressClass, Database, Location, Lookup, Point};
 use geobridge::probe::{Health, HealthSnapshot, State, Stats};
@@ -61,7 +63,10 @@ fn point(rng: &mut XorShift) -> Point {
 /// down; recent reservations on 50 bridges.
 fn large() -> (Catalog, HealthSnapshot, Load) {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-    let mut spec = Spec::default();
+    let mut spec = Spec {
+        shards: one_shard(),
+        ..Spec::default()
+    };
     let mut health = HealthSnapshot::default();
     let mut load = Load::default();
     for r in 0..200 {
@@ -72,6 +77,7 @@ fn large() -> (Catalog, HealthSnapshot, Load) {
             point: point(&mut rng),
             group: Some(format!("group-{}", r % 8)),
             bias_km: (rng.unit() - 0.5) * 200.0,
+            shard: None,
         });
         for b in 0..25 {
             let bridge = BridgeId::parse(&format!("jvb-{r}-{b}")).expect("id");
@@ -102,6 +108,16 @@ fn large() -> (Catalog, HealthSnapshot, Load) {
         }
     }
     (Catalog::build(spec).expect("valid"), health, load)
+}
+
+/// One Jitsi shard for catalogs built in tests and benchmarks.
+fn one_shard() -> Vec<Shard> {
+    vec![Shard {
+        id: ShardId::parse("default").expect("id"),
+        url: "https://meet.test".to_owned(),
+        subject: None,
+        issuer: None,
+    }]
 }
 
 fn located(p: Point) -> Location {

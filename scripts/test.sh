@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs what the tests use, then runs them.
+# Runs every test on a fresh machine: installs what the tests use, starts a throwaway
+# PostgreSQL server on 127.0.0.1 for the store tests, runs the tests, and stops the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v python3 >/dev/null || need_apt+=(python3)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if [ -z "${GEOBRIDGE_TEST_POSTGRES:-}" ]; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  pg_port=${GEOBRIDGE_TEST_POSTGRES_PORT:-55432}
+  pg_dir=$(mktemp -d /tmp/geobridge-pg.XXXXXX)
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$pg_dir"
+    as_pg=(runuser -u postgres --)
+  fi
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres >/dev/null
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+  stop_pg() { "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null || true; rm -rf "$pg_dir"; }
+  trap stop_pg EXIT
+  export GEOBRIDGE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
 fi
 
 cargo test --workspace --all-targets

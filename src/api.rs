@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -20,13 +20,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
-use crate::config::{self, Secret};
+mod forwarded;
+mod registry;
+
+pub use forwarded::client_address;
+
+use crate::catalog::{Catalog, Shard};
+use crate::config::{self, Secret, Settings};
 use crate::geo::{Geo, Location, Lookup};
 use crate::metrics::Metrics;
-use crate::probe::{Health, HealthSnapshot};
+use crate::probe::HealthSnapshot;
 use crate::room::{self, RoomName, User};
-use crate::select::{self, Client, Decision, Ledger, Policy, Refusal};
+use crate::select::{self, Client, Decision, Ledger, Policy, Refusal, Survey};
+use crate::store::{self, RoomRecord, Store};
 use crate::token::{Claims, Context, Signer};
 
 /// Largest request body accepted.
@@ -46,8 +52,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// True once the first probe round is done.
     pub ready: Arc<AtomicBool>,
-    /// Credentials the lobby may present; empty means no check (loopback only).
-    pub lobby_credentials: Vec<Secret>,
+    /// True once shutdown has begun: readiness turns false.
+    pub shutting_down: AtomicBool,
+    /// Requests in flight, capped by `server.max_concurrent_requests`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bearer credentials per role, replaced on reload.
+    pub credentials: ArcSwap<Credentials>,
     /// Token claims and the Jitsi URL.
     pub jitsi: config::Jitsi,
     /// Selection policy.
@@ -56,19 +66,149 @@ pub struct AppState {
     pub survey: select::Cache,
     /// Participants of recent rooms, reserved on the bridges that will take them.
     pub reservations: Mutex<Ledger>,
+    /// Durable regions, bridges and rooms.
+    pub store: Store,
+    /// The settings the process started with (pins, shards, room lifetime).
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// The catalog `registry` makes with the config's pins, default region and shards.
+    pub fn catalog_from(&self, registry: &store::Registry) -> Result<Catalog, Vec<String>> {
+        let regions = registry.regions.iter().map(|r| r.item.clone()).collect();
+        let bridges = registry.bridges.iter().map(|b| b.item.clone()).collect();
+        Catalog::build(self.settings.spec_with(regions, bridges))
+    }
+
+    /// Reads the registry and puts its catalog in service; keeps the old one on failure.
+    pub async fn refresh_catalog(&self) {
+        let registry = match self.store.registry().await {
+            Ok(registry) => registry,
+            Err(error) => {
+                tracing::error!(%error, "registry could not be read; keeping the catalog");
+                return;
+            }
+        };
+        match self.catalog_from(&registry) {
+            Ok(catalog) => self.catalog.store(Arc::new(catalog)),
+            Err(problems) => {
+                let problems = problems.join("; ");
+                tracing::error!(
+                    problems,
+                    "stored registry is not a valid catalog; keeping the old"
+                );
+            }
+        }
+    }
 }
 
 type Shared = Arc<AppState>;
 
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The lobby: rooms and region choice.
+    Lobby,
+    /// Operators: the registry.
+    Admin,
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Role(Role),
+    /// Read-only registry routes: either role.
+    Either,
+}
+
+/// Bearer credentials per role.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    lobby: Vec<Secret>,
+    admin: Vec<Secret>,
+}
+
+impl Credentials {
+    /// The configured credentials plus those in the credential files, one per line.
+    pub fn load(server: &config::Server) -> Result<Credentials, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut read = |list: &[Secret], file: &Option<std::path::PathBuf>| {
+            let mut all = list.to_vec();
+            if let Some(path) = file {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => all.extend(credential_lines(&text)),
+                    Err(e) => problems.push(format!("credential file '{}': {e}", path.display())),
+                }
+            }
+            all
+        };
+        let lobby = read(&server.lobby_credentials, &server.lobby_credentials_file);
+        let admin = read(&server.admin_credentials, &server.admin_credentials_file);
+        if problems.is_empty() {
+            Ok(Credentials { lobby, admin })
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn role_of(&self, presented: &str) -> Option<Role> {
+        let holds = |list: &[Secret]| list.iter().any(|c| same_secret(c.expose(), presented));
+        if holds(&self.admin) {
+            Some(Role::Admin)
+        } else if holds(&self.lobby) {
+            Some(Role::Lobby)
+        } else {
+            None
+        }
+    }
+
+    fn open_for(&self, need: Need) -> bool {
+        match need {
+            Need::Role(Role::Lobby) => self.lobby.is_empty(),
+            Need::Role(Role::Admin) => self.admin.is_empty(),
+            Need::Either => self.lobby.is_empty() && self.admin.is_empty(),
+        }
+    }
+}
+
+fn credential_lines(text: &str) -> impl Iterator<Item = Secret> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| Secret::new(l.to_owned()))
+}
+
 /// The route table.
 pub fn router(state: Shared) -> Router {
+    use axum::routing::put;
+    let guard = |need: Need| middleware::from_fn_with_state((state.clone(), need), require);
     let lobby = Router::new()
         .route("/v1/rooms", post(create_room))
+        .route("/v1/rooms/{room}/participants", post(add_participant))
         .route("/v1/regions/select", get(select_region))
-        .route("/v1/regions", get(list_regions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_lobby));
+        .route_layer(guard(Need::Role(Role::Lobby)));
+    let readers = Router::new()
+        .route("/v1/regions", get(registry::list_regions))
+        .route("/v1/regions/{id}", get(registry::get_region))
+        .route("/v1/bridges", get(registry::list_bridges))
+        .route("/v1/bridges/{id}", get(registry::get_bridge))
+        .route_layer(guard(Need::Either));
+    let admin = Router::new()
+        .route(
+            "/v1/regions/{id}",
+            put(registry::put_region).delete(registry::delete_region),
+        )
+        .route(
+            "/v1/bridges/{id}",
+            put(registry::put_bridge)
+                .patch(registry::patch_bridge)
+                .delete(registry::delete_bridge),
+        )
+        .route_layer(guard(Need::Role(Role::Admin)));
     Router::new()
         .merge(lobby)
+        .merge(readers)
+        .merge(admin)
         .route("/asap/{file}", get(get_public_key))
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
@@ -76,6 +216,7 @@ pub fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -231,37 +372,75 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
-/// Lets a request through only with one of the lobby's bearer credentials.
-async fn require_lobby(
-    State(state): State<Shared>,
+/// Caps requests in flight and their duration; health and metrics routes are exempt so an
+/// overloaded instance can still be observed.
+async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.overloaded.inc();
+        let message = "too many requests in flight; retry after a second";
+        let mut response =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
+    state.metrics.in_flight.inc();
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+            let message = "the request took too long; retry";
+            let mut response =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+    };
+    state.metrics.in_flight.dec();
+    drop(permit);
+    response
+}
+
+/// Lets a request through only with a bearer credential of the role the route needs.
+async fn require(
+    State((state, need)): State<(Shared, Need)>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if state.lobby_credentials.is_empty() {
+    let credentials = state.credentials.load();
+    if credentials.open_for(need) {
         return Ok(next.run(request).await);
     }
+    let unauthorized =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the lobby credential as 'Authorization: Bearer <credential>'",
-            )
-        })?;
-    let known = state
-        .lobby_credentials
-        .iter()
-        .any(|c| same_secret(c.expose(), presented));
-    if !known {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the bearer credential is not a valid lobby credential",
-        ));
+        .ok_or_else(|| unauthorized("send a credential as 'Authorization: Bearer <credential>'"))?;
+    let role = credentials
+        .role_of(presented.trim())
+        .ok_or_else(|| unauthorized("the bearer credential is not valid (unknown or revoked)"))?;
+    match need {
+        Need::Either => {}
+        Need::Role(wanted) if wanted == role => {}
+        Need::Role(wanted) => {
+            let message = format!("this route needs a {wanted:?} credential, not a {role:?} one");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                message.to_lowercase(),
+            ));
+        }
     }
     Ok(next.run(request).await)
 }
@@ -338,11 +517,12 @@ fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
     })
 }
 
-/// Locates `ip` and chooses its region, counting both; `reserve` participants are reserved
-/// on the bridge the decision names.
+/// Locates `ip` and chooses its region among `catalog`'s, counting both; `reserve`
+/// participants are reserved on the bridge the decision names.
 fn decide(
     state: &AppState,
     ip: IpAddr,
+    catalog: &Arc<Catalog>,
     reserve: Option<u32>,
 ) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
@@ -361,7 +541,7 @@ fn decide(
         ip: Some(ip),
         location: location.as_ref(),
     };
-    match choose(state, client, reserve) {
+    match choose(state, client, catalog, reserve) {
         Ok(decision) => {
             let labels = [
                 decision.region.as_str(),
@@ -390,9 +570,20 @@ fn decide(
 
 /// Selects under the reservations lock, so that concurrent rooms see each other's
 /// reservations; the clock is read here, not in `select`.
-fn choose(state: &AppState, client: Client<'_>, reserve: Option<u32>) -> Result<Decision, Refusal> {
-    let (catalog, health) = (state.catalog.load_full(), state.health.load_full());
-    let survey = state.survey.get(&catalog, &health, &state.policy);
+fn choose(
+    state: &AppState,
+    client: Client<'_>,
+    catalog: &Arc<Catalog>,
+    reserve: Option<u32>,
+) -> Result<Decision, Refusal> {
+    let health = state.health.load_full();
+    let survey = if Arc::ptr_eq(catalog, &state.catalog.load()) {
+        state.survey.get(catalog, &health, &state.policy)
+    } else {
+        // Known limit: a guest's choice within its room's shard digests that shard's
+        // bridges on every request instead of once per health snapshot.
+        Arc::new(Survey::build(catalog.clone(), &health, &state.policy))
+    };
     let now = tokio::time::Instant::now();
     let mut ledger = state
         .reservations
@@ -419,30 +610,153 @@ fn tier_label(decision: &Decision) -> &'static str {
 async fn create_room(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRoom>,
 ) -> Result<(StatusCode, Json<RoomCreated>), ApiError> {
-    let problems = body.user.problems();
-    if !problems.is_empty() {
-        return Err(ApiError::invalid("invalid_user", problems.join("; ")));
-    }
+    check_user(&body.user)?;
     if body.participants.is_some_and(|n| !(1..=1000).contains(&n)) {
         return Err(ApiError::invalid(
             "invalid_participants",
             "participants must be 1 to 1000",
         ));
     }
-    let ip = match &body.client_ip {
-        Some(text) => parse_ip("client_ip", text)?,
-        None => peer.ip(),
-    };
+    let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
+    let catalog = state.catalog.load_full();
     let participants = body.participants.unwrap_or(1);
-    let (location, decision) = decide(&state, ip, Some(participants))?;
+    let (location, decision) = decide(&state, ip, &catalog, Some(participants))?;
+    let shard = shard_of(&catalog, &decision)?;
     let room = RoomName::generate(&state.jitsi.room_prefix);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = store::now_seconds();
+    let record = RoomRecord {
+        name: room.to_string(),
+        shard: shard.id.to_string(),
+        region: decision.region.to_string(),
+        host_id: body.user.id.clone(),
+        created_at: now,
+        expires_at: now.saturating_add(seconds(state.settings.rooms.lifetime_seconds)),
+    };
+    state
+        .store
+        .insert_room(&record)
+        .await
+        .map_err(|e| ApiError::internal(&e.to_string()))?;
+    let created = issue(&state, &body.user, room, shard, location, decision, now).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `POST /v1/rooms/{room}/participants` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddParticipant {
+    /// Who joins.
+    pub user: User,
+    /// The guest's address; the connection's peer address when absent.
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
+/// A guest joins an existing room: same shard, the guest's own region within it.
+async fn add_participant(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<AddParticipant>,
+) -> Result<(StatusCode, Json<RoomCreated>), ApiError> {
+    let room = RoomName::parse(&room).map_err(|why| ApiError::invalid("invalid_room", why))?;
+    check_user(&body.user)?;
+    let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
+    let now = store::now_seconds();
+    let record = state.store.live_room(room.as_str(), now).await;
+    let record = record
+        .map_err(|e| ApiError::internal(&e.to_string()))?
+        .ok_or_else(|| {
+            let message = format!("no room '{room}', or it has expired; create a new room");
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_room", message)
+        })?;
+    let catalog = state.catalog.load_full();
+    let on_shard = catalog.within_shard(&record.shard).ok_or_else(|| {
+        let message = format!(
+            "room '{room}' is on shard '{}', which has no regions now",
+            record.shard
+        );
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shard_gone", message)
+    })?;
+    // The host's reservation covers the room's own region; a guest elsewhere adds one
+    // participant on the bridge of the guest's region.
+    let on_shard = Arc::new(on_shard);
+    let (location, decision) = decide(&state, ip, &on_shard, None)?;
+    if let Some(bridge) = decision
+        .bridge
+        .as_ref()
+        .filter(|_| decision.region.as_str() != record.region)
+    {
+        reserve_one(&state, bridge);
+    }
+    let shard = shard_of(&on_shard, &decision)?;
+    let joined = issue(&state, &body.user, room, shard, location, decision, now).await?;
+    Ok((StatusCode::CREATED, Json(joined)))
+}
+
+/// Reserves one participant on `bridge` now.
+fn reserve_one(state: &AppState, bridge: &crate::catalog::BridgeId) {
+    let now = tokio::time::Instant::now();
+    let mut ledger = state
+        .reservations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    ledger.reserve(bridge.clone(), 1, now);
+}
+
+fn check_user(user: &User) -> Result<(), ApiError> {
+    let problems = user.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_user", problems.join("; ")))
+    }
+}
+
+/// The address to locate: the one the lobby sent, else the peer (behind trusted proxies).
+fn client_ip(
+    state: &AppState,
+    given: Option<&str>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<IpAddr, ApiError> {
+    match given {
+        Some(text) => parse_ip("client_ip", text),
+        None => Ok(client_address(
+            peer.ip(),
+            headers,
+            &state.settings.server.trusted_proxies,
+        )),
+    }
+}
+
+fn seconds(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn shard_of(catalog: &Catalog, decision: &Decision) -> Result<Shard, ApiError> {
+    let position = catalog.position(decision.region.as_str());
+    let position = position.ok_or_else(|| ApiError::internal("decided region not in catalog"))?;
+    Ok(catalog.shard_of(position).clone())
+}
+
+/// Signs a token for `user` in `room` and builds the answer.
+async fn issue(
+    state: &Shared,
+    user: &User,
+    room: RoomName,
+    shard: Shard,
+    location: Option<Location>,
+    decision: Decision,
+    now: i64,
+) -> Result<RoomCreated, ApiError> {
+    let now = u64::try_from(now).unwrap_or(0);
     let expires_at = now + state.jitsi.token_lifetime_seconds;
-    let token = sign(&state, &body.user, &room, decision.region.as_str(), now).await?;
+    let token = sign(state, user, &room, &shard, decision.region.as_str(), now).await?;
     if token.is_some() {
         let kid = state.signer.kid().map_or("", |k| k.as_str());
         state
@@ -451,9 +765,9 @@ async fn create_room(
             .with_label_values(&[decision.region.as_str(), kid])
             .inc();
     }
-    let link = room::link(&state.jitsi.url, &room, token.as_deref());
+    let link = room::link(&shard.url, &room, token.as_deref());
     let region = decision.region.to_string();
-    let created = RoomCreated {
+    Ok(RoomCreated {
         room,
         region,
         link,
@@ -461,8 +775,7 @@ async fn create_room(
         expires_at,
         location,
         decision,
-    };
-    Ok((StatusCode::CREATED, Json(created)))
+    })
 }
 
 /// Signs on a blocking thread: an RSA signature takes milliseconds.
@@ -470,17 +783,19 @@ async fn sign(
     state: &Shared,
     user: &User,
     room: &RoomName,
+    shard: &Shard,
     region: &str,
     now: u64,
 ) -> Result<Option<String>, ApiError> {
     let (state, user, room, region) =
         (state.clone(), user.clone(), room.clone(), region.to_owned());
+    let shard = shard.clone();
     let signed = tokio::task::spawn_blocking(move || {
         let jitsi = &state.jitsi;
         let claims = Claims {
-            iss: &jitsi.issuer,
+            iss: shard.issuer.as_deref().unwrap_or(&jitsi.issuer),
             aud: &jitsi.audience,
-            sub: &jitsi.subject,
+            sub: shard.subject.as_deref().unwrap_or(&jitsi.subject),
             room: room.as_str(),
             exp: now + jitsi.token_lifetime_seconds,
             nbf: now.saturating_sub(jitsi.nbf_margin_seconds),
@@ -503,68 +818,20 @@ async fn sign(
 async fn select_region(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     QueryParams(query): QueryParams<SelectQuery>,
 ) -> Result<Json<Selected>, ApiError> {
+    let trusted = &state.settings.server.trusted_proxies;
     let ip = match &query.ip {
         Some(text) => parse_ip("ip", text)?,
-        None => peer.ip(),
+        None => client_address(peer.ip(), &headers, trusted),
     };
-    let (location, decision) = decide(&state, ip, None)?;
+    let (location, decision) = decide(&state, ip, &state.catalog.load_full(), None)?;
     Ok(Json(Selected {
         region: decision.region.to_string(),
         location,
         decision,
     }))
-}
-
-/// One region in `GET /v1/regions`.
-#[derive(Debug, Serialize)]
-pub struct RegionView {
-    /// Settings of the region.
-    #[serde(flatten)]
-    pub region: crate::catalog::Region,
-    /// How usable it is now.
-    pub tier: select::Tier,
-    /// True when no bridges are registered.
-    pub unwatched: bool,
-    /// Its bridges with their health.
-    pub bridges: Vec<BridgeView>,
-}
-
-/// One bridge with its health.
-#[derive(Debug, Serialize)]
-pub struct BridgeView {
-    /// Settings of the bridge.
-    #[serde(flatten)]
-    pub bridge: crate::catalog::Bridge,
-    /// Its latest health.
-    pub health: Health,
-}
-
-async fn list_regions(State(state): State<Shared>) -> Json<Vec<RegionView>> {
-    let (catalog, health) = (state.catalog.load(), state.health.load());
-    let survey = select::survey(&catalog, &health, &state.policy);
-    let views = catalog
-        .regions()
-        .iter()
-        .zip(survey)
-        .enumerate()
-        .map(|(i, (region, considered))| RegionView {
-            region: region.clone(),
-            tier: considered.tier,
-            unwatched: considered.unwatched,
-            bridges: catalog
-                .bridges_of(i)
-                .iter()
-                .map(|&b| {
-                    let bridge = catalog.bridges()[b].clone();
-                    let health = health.get(&bridge.id).cloned().unwrap_or_default();
-                    BridgeView { bridge, health }
-                })
-                .collect(),
-        })
-        .collect();
-    Json(views)
 }
 
 async fn get_public_key(
@@ -592,6 +859,10 @@ async fn get_healthz() -> Json<serde_json::Value> {
 }
 
 async fn get_readyz(State(state): State<Shared>) -> Response {
+    if state.shutting_down.load(Ordering::Acquire) {
+        let body = serde_json::json!({"status": "stopping"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         let info = state.geo.current().info().clone();
         Json(serde_json::json!({"status": "ready", "geo": info})).into_response()

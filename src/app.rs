@@ -4,53 +4,131 @@
 //! before a port is bound and reported together. On SIGINT or SIGTERM the listener stops
 //! accepting, requests in flight finish, and the prober is stopped and awaited.
 
-use std::net::SocketAddr;
+mod http;
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::api::{self, AppState};
+use std::time::Duration;
+
+use crate::api::{self, AppState, Credentials};
 use crate::config::{Auth, Problems, Settings};
 use crate::geo::{Database, Geo};
 use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
 use crate::select::{self, Ledger};
+use crate::store::{self, Store};
 use crate::token::{self, RsaKey, Signer};
+
+/// How often expired rooms are deleted.
+const ROOM_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Key size `serve` generates when no key file is configured.
 const GENERATED_KEY_BITS: usize = 4096;
 
-/// Loads the GeoIP database and the signing key, collecting every problem.
-pub fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
+/// Loads the GeoIP database, the signing key, the credentials and the store, collecting
+/// every problem; nothing is listening yet.
+pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let mut problems = Vec::new();
     let geo = Database::open(&settings.geo.database).map_err(|e| problems.push(e.to_string()));
     let signer = signer(settings).map_err(|e| problems.push(e));
     let metrics = Metrics::new().map_err(|e| problems.push(format!("metrics: {e}")));
-    let (Ok(geo), Ok(signer), Ok(metrics)) = (geo, signer, metrics) else {
+    let credentials = Credentials::load(&settings.server).map_err(|e| problems.extend(e));
+    let store = open_store(settings).await.map_err(|e| problems.push(e));
+    let (Ok(geo), Ok(signer), Ok(metrics), Ok(credentials), Ok(store)) =
+        (geo, signer, metrics, credentials, store)
+    else {
         return Err(Problems(problems));
     };
     let build = i64::try_from(geo.info().build_epoch).unwrap_or(0);
     metrics.geo_build_time.set(build);
-    let ready = Arc::new(AtomicBool::new(settings.catalog.bridges().is_empty()));
-    let reservation_window = Duration::from_secs(settings.policy.reservation_seconds);
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
         health: Arc::new(ArcSwap::from_pointee(HealthSnapshot::default())),
         signer: Arc::new(signer),
         metrics: Arc::new(metrics),
-        ready,
-        lobby_credentials: settings.server.lobby_credentials.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+        shutting_down: AtomicBool::new(false),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_concurrent_requests,
+        )),
+        credentials: ArcSwap::from_pointee(credentials),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
         survey: select::Cache::default(),
-        reservations: Mutex::new(Ledger::new(reservation_window)),
-    }))
+        reservations: Mutex::new(Ledger::new(Duration::from_secs(
+            settings.policy.reservation_seconds,
+        ))),
+        store,
+        settings: Arc::new(settings.clone()),
+    });
+    let registry = state
+        .store
+        .registry()
+        .await
+        .map_err(|e| Problems(vec![e.to_string()]))?;
+    let catalog = state.catalog_from(&registry).map_err(Problems)?;
+    state.ready.store(
+        catalog.bridges().is_empty(),
+        std::sync::atomic::Ordering::Release,
+    );
+    state.catalog.store(Arc::new(catalog));
+    Ok(state)
+}
+
+/// Opens the configured store (SQLite in the state dir by default) and seeds it with the
+/// config file's regions and bridges.
+async fn open_store(settings: &Settings) -> Result<Store, String> {
+    let url = match &settings.store.url {
+        Some(url) => url.expose().to_owned(),
+        None => {
+            let dir = &settings.server.state_dir;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("state dir '{}': {e}", dir.display()))?;
+            store::sqlite_url(dir)
+        }
+    };
+    let store = Store::open(&url).await.map_err(|e| format!("store: {e}"))?;
+    store
+        .seed(&settings.regions, &settings.bridges)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    Ok(store)
+}
+
+/// Follows registry changes made by other instances and purges expired rooms.
+async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let mut seen = state.store.version().await.unwrap_or(-1);
+    let mut purged_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => break,
+        }
+        match state.store.version().await {
+            Ok(version) if version != seen => {
+                seen = version;
+                state.refresh_catalog().await;
+                tracing::debug!(version, "registry changed; catalog refreshed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "registry version could not be read"),
+        }
+        if purged_at.elapsed() >= ROOM_PURGE_EVERY {
+            purged_at = tokio::time::Instant::now();
+            match state.store.purge_rooms(store::now_seconds()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "expired rooms purged"),
+                Err(error) => tracing::warn!(%error, "expired rooms could not be purged"),
+            }
+        }
+    }
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.
@@ -105,7 +183,7 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves until SIGINT or SIGTERM, then drains and stops every background task.
 pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     let addr = listener.local_addr()?;
@@ -118,19 +196,152 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
         config: settings.probe.clone(),
         metrics: state.metrics.clone(),
     };
-    let probing = tokio::spawn(
-        prober
-            .run(stopped)
-            .instrument(tracing::info_span!("prober")),
-    );
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("stopped accepting; stopping the prober");
+    let span = tracing::info_span!("prober");
+    let probing = tokio::spawn(prober.run(stopped.clone()).instrument(span));
+    let poll = Duration::from_millis(settings.store.poll_ms);
+    let span = tracing::info_span!("sync");
+    let syncing = tokio::spawn(keep_in_sync(state.clone(), poll, stopped.clone()).instrument(span));
+    let span = tracing::info_span!("reload");
+    let reloading = tokio::spawn(watch_for_reloads(state.clone(), stopped).instrument(span));
+    let server = &settings.server;
+    let limits = http::Limits {
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+        max_header_bytes: server.max_header_bytes,
+        grace: Duration::from_millis(server.shutdown_grace_ms),
+    };
+    let draining = state.clone();
+    let stop_serving = async move {
+        shutdown_signal().await;
+        // Readiness goes false first, so load balancers stop sending before we stop listening.
+        draining
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+    };
+    http::serve(listener, api::router(state.clone()), limits, stop_serving).await;
+    tracing::info!("stopping background tasks");
     let _ = stop.send(true);
     probing.await?;
+    syncing.await?;
+    reloading.await?;
+    state.store.close().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads what may change without a restart: the credential files and the GeoIP file.
+pub async fn reload(state: &AppState) {
+    match Credentials::load(&state.settings.server) {
+        Ok(credentials) => {
+            state.credentials.store(Arc::new(credentials));
+            tracing::info!("credentials reloaded");
+        }
+        Err(problems) => {
+            let problems = problems.join("; ");
+            tracing::error!(
+                problems,
+                "credentials not reloaded; the old ones stay in service"
+            );
+        }
+    }
+    reload_geo(state).await;
+}
+
+/// Opens and fully verifies the GeoIP file, then swaps it in; a bad file is refused and the
+/// database in service stays.
+pub async fn reload_geo(state: &AppState) -> bool {
+    let path = state.settings.geo.database.clone();
+    let opened = tokio::task::spawn_blocking(move || Database::open_verified(&path)).await;
+    let reloads = &state.metrics.geo_reloads;
+    match opened {
+        Ok(Ok(database)) => {
+            let info = database.info().clone();
+            state
+                .metrics
+                .geo_build_time
+                .set(i64::try_from(info.build_epoch).unwrap_or(0));
+            state.geo.replace(database);
+            reloads.with_label_values(&["loaded"]).inc();
+            let (path, build_epoch) = (info.path.display(), info.build_epoch);
+            tracing::info!(%path, build_epoch, "GeoIP database reloaded");
+            true
+        }
+        Ok(Err(error)) => {
+            reloads.with_label_values(&["rejected"]).inc();
+            tracing::error!(%error, "GeoIP database refused; the one in service stays");
+            false
+        }
+        Err(join) => {
+            reloads.with_label_values(&["rejected"]).inc();
+            tracing::error!(error = %join, "GeoIP reload failed; the one in service stays");
+            false
+        }
+    }
+}
+
+/// What identifies one version of a file on disk.
+fn signature(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok()?, inode))
+}
+
+/// Reloads on SIGHUP, and when the GeoIP file is replaced, until `stop` turns true.
+async fn watch_for_reloads(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let path = state.settings.geo.database.clone();
+    let watch_ms = state.settings.geo.watch_ms;
+    let every = Duration::from_millis(if watch_ms == 0 { 3_600_000 } else { watch_ms });
+    let mut seen = signature(&path);
+    let mut hangups = hangup_signals();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                let now = signature(&path);
+                if watch_ms > 0 && now.is_some() && now != seen {
+                    // A file still being written changes again; it is retried when it does.
+                    seen = now;
+                    reload_geo(&state).await;
+                }
+            }
+            () = next_hangup(&mut hangups) => {
+                seen = signature(&path);
+                reload(&state).await;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangup_signals() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup()).ok();
+        if hangups.is_none() {
+            tracing::warn!("SIGHUP cannot be watched; reloading needs a restart");
+        }
+        hangups
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(signals) = hangups
+        && signals.recv().await.is_some()
+    {
+        return;
+    }
+    let _ = hangups;
+    std::future::pending::<()>().await
 }
 
 async fn shutdown_signal() {

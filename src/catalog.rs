@@ -81,6 +81,26 @@ id_type!(
     /// A bridge's identifier, such as `jvb-fra-1`.
     BridgeId
 );
+id_type!(
+    /// A Jitsi shard's identifier, such as `default` or `meet-eu`.
+    ShardId
+);
+
+/// One Jitsi deployment (web frontend, Prosody, Jicofo) that rooms live on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// Identifier.
+    pub id: ShardId,
+    /// The Jitsi web frontend links point to.
+    pub url: String,
+    /// The token's `sub` (XMPP domain) on this shard, when it differs from `jitsi.subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The token's `iss` (Prosody `app_id`) on this shard, when it differs from `jitsi.issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
 
 /// Whether an operator lets a bridge take rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -112,6 +132,9 @@ pub struct Region {
     /// Added to the great-circle distance when comparing regions; negative attracts.
     #[serde(default)]
     pub bias_km: f64,
+    /// The Jitsi shard the region's bridges serve; the first shard when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardId>,
 }
 
 /// One Videobridge, reached through its private REST API.
@@ -152,6 +175,9 @@ pub struct Catalog {
     country_pins: HashMap<CountryCode, usize>,
     network_pins: Vec<(IpNet, usize)>,
     default_region: usize,
+    shards: Vec<Shard>,
+    /// Shard position per region position.
+    shard_of: Vec<usize>,
 }
 
 /// What a catalog needs, before checking.
@@ -167,6 +193,8 @@ pub struct Spec {
     pub network_pins: Vec<(IpNet, RegionId)>,
     /// The region for clients with no location.
     pub default_region: Option<RegionId>,
+    /// Jitsi shards; the first is where regions without a shard belong.
+    pub shards: Vec<Shard>,
 }
 
 impl Catalog {
@@ -225,6 +253,7 @@ impl Catalog {
             None => Some(0),
         };
         problems.extend(check_bridges(&spec.bridges));
+        let shard_of = shard_positions(&spec.regions, &spec.shards, &mut problems);
         if spec.regions.is_empty() {
             problems.push("regions: at least one region is needed".to_owned());
         }
@@ -236,6 +265,8 @@ impl Catalog {
                 country_pins,
                 network_pins,
                 default_region,
+                shards: spec.shards,
+                shard_of,
             }),
             _ => Err(problems),
         }
@@ -279,10 +310,89 @@ impl Catalog {
         self.default_region
     }
 
+    /// The shard the region at `region` belongs to.
+    pub fn shard_of(&self, region: usize) -> &Shard {
+        &self.shards[self.shard_of[region]]
+    }
+
+    /// The shard with this id.
+    pub fn shard(&self, id: &str) -> Option<&Shard> {
+        self.shards.iter().find(|s| s.id.as_str() == id)
+    }
+
+    /// The part of this catalog on one shard: its regions, their bridges and the pins that
+    /// point into it. The default region is kept when it is on the shard, else the first.
+    pub fn within_shard(&self, shard: &str) -> Option<Catalog> {
+        let position = self.shards.iter().position(|s| s.id.as_str() == shard)?;
+        let keep: Vec<usize> = (0..self.regions.len())
+            .filter(|&r| self.shard_of[r] == position)
+            .collect();
+        let kept = |r: &usize| keep.contains(r);
+        let id = |r: usize| self.regions[r].id.clone();
+        let default_region = Some(self.default_region)
+            .filter(kept)
+            .or(keep.first().copied());
+        let spec = Spec {
+            regions: keep.iter().map(|&r| self.regions[r].clone()).collect(),
+            bridges: keep
+                .iter()
+                .flat_map(|&r| self.bridges_of[r].iter().map(|&b| self.bridges[b].clone()))
+                .collect(),
+            country_pins: self
+                .country_pins
+                .iter()
+                .filter(|(_, r)| kept(r))
+                .map(|(c, &r)| (*c, id(r)))
+                .collect(),
+            network_pins: self
+                .network_pins
+                .iter()
+                .filter(|(_, r)| kept(r))
+                .map(|(n, r)| (*n, id(*r)))
+                .collect(),
+            default_region: default_region.map(id),
+            shards: self.shards.clone(),
+        };
+        Catalog::build(spec).ok()
+    }
+
     /// Ids of all regions, comma-separated, for error messages.
     pub fn known_regions(&self) -> String {
         known_list(&self.regions)
     }
+}
+
+fn shard_positions(regions: &[Region], shards: &[Shard], problems: &mut Vec<String>) -> Vec<usize> {
+    if shards.is_empty() {
+        problems.push("shards: at least one Jitsi shard is needed (set JITSI_URL)".to_owned());
+    }
+    let known = || {
+        shards
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for shard in shards {
+        if let Err(why) = crate::config::check_web_url(&shard.url) {
+            problems.push(format!("shard '{}': url {why}", shard.id));
+        }
+    }
+    regions
+        .iter()
+        .map(|region| match &region.shard {
+            None => 0,
+            Some(id) => shards.iter().position(|s| &s.id == id).unwrap_or_else(|| {
+                let why = format!(
+                    "region '{}': unknown shard '{id}'; known: {}",
+                    region.id,
+                    known()
+                );
+                problems.push(why);
+                0
+            }),
+        })
+        .collect()
 }
 
 fn known_list(regions: &[Region]) -> String {
@@ -342,7 +452,18 @@ mod tests {
             },
             group: None,
             bias_km: 0.0,
+            shard: None,
         }
+    }
+
+    fn shards() -> Vec<Shard> {
+        let id = ShardId::parse("default").expect("id");
+        vec![Shard {
+            id,
+            url: "https://meet.test".to_owned(),
+            subject: None,
+            issuer: None,
+        }]
     }
 
     /// Ids accept the documented alphabet and refuse everything else.
@@ -368,6 +489,7 @@ mod tests {
                 stats: true,
                 admin_state: AdminState::Active,
             }],
+            shards: shards(),
             ..Spec::default()
         };
         let problems = Catalog::build(spec).expect_err("must fail");
@@ -391,6 +513,7 @@ mod tests {
                     RegionId::parse("b").expect("id"),
                 ),
             ],
+            shards: shards(),
             ..Spec::default()
         };
         let catalog = Catalog::build(spec).expect("valid");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, Bridge, Catalog, Region, RegionId};
+use crate::catalog::{self, Bridge, Catalog, Region, RegionId, Shard, ShardId};
 use crate::geo::CountryCode;
 use crate::probe;
 use crate::select::{Policy, WhenAllDown};
@@ -42,7 +42,60 @@ const ENV: &[(&str, &str, Kind)] = &[
         "server.lobby_credentials",
         Kind::List,
     ),
+    (
+        "GEOBRIDGE_LOBBY_CREDENTIALS_FILE",
+        "server.lobby_credentials_file",
+        Kind::Text,
+    ),
+    (
+        "GEOBRIDGE_ADMIN_CREDENTIALS",
+        "server.admin_credentials",
+        Kind::List,
+    ),
+    (
+        "GEOBRIDGE_ADMIN_CREDENTIALS_FILE",
+        "server.admin_credentials_file",
+        Kind::Text,
+    ),
     ("GEOBRIDGE_LOG_FORMAT", "server.log_format", Kind::Text),
+    (
+        "GEOBRIDGE_TRUSTED_PROXIES",
+        "server.trusted_proxies",
+        Kind::List,
+    ),
+    (
+        "GEOBRIDGE_MAX_CONCURRENT_REQUESTS",
+        "server.max_concurrent_requests",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_REQUEST_TIMEOUT_MS",
+        "server.request_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_HEADER_READ_TIMEOUT_MS",
+        "server.header_read_timeout_ms",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_MAX_HEADER_BYTES",
+        "server.max_header_bytes",
+        Kind::Number,
+    ),
+    (
+        "GEOBRIDGE_SHUTDOWN_GRACE_MS",
+        "server.shutdown_grace_ms",
+        Kind::Number,
+    ),
+    ("GEOBRIDGE_GEO_WATCH_MS", "geo.watch_ms", Kind::Number),
+    ("GEOBRIDGE_DATABASE_URL", "store.url", Kind::Text),
+    ("GEOBRIDGE_STORE_POLL_MS", "store.poll_ms", Kind::Number),
+    (
+        "GEOBRIDGE_ROOM_LIFETIME_SECONDS",
+        "rooms.lifetime_seconds",
+        Kind::Number,
+    ),
     ("GEOBRIDGE_GEO_DATABASE", "geo.database", Kind::Text),
     ("JITSI_URL", "jitsi.url", Kind::Text),
     ("JITSI_RSA_JWT_KEY_FILE", "jitsi.key_file", Kind::Text),
@@ -103,6 +156,11 @@ const ENV: &[(&str, &str, Kind)] = &[
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret read from elsewhere (a credential file).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The secret itself; use only where it is needed.
     pub fn expose(&self) -> &str {
         &self.0
@@ -145,9 +203,52 @@ pub struct Server {
     /// Bearer credentials the lobby may send; several allow rotation.
     #[serde(default)]
     pub lobby_credentials: Vec<Secret>,
+    /// A file with more lobby credentials, one per line; re-read on SIGHUP.
+    #[serde(default)]
+    pub lobby_credentials_file: Option<PathBuf>,
+    /// Bearer credentials for the admin API.
+    #[serde(default)]
+    pub admin_credentials: Vec<Secret>,
+    /// A file with more admin credentials, one per line; re-read on SIGHUP.
+    #[serde(default)]
+    pub admin_credentials_file: Option<PathBuf>,
     /// Log line format.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Networks whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Time one request may take before it is answered 503.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time requests in flight get to finish after SIGTERM or SIGINT.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_max_concurrent() -> usize {
+    512
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 fn default_listen() -> SocketAddr {
@@ -165,10 +266,47 @@ pub struct Geo {
     /// A GeoIP2/GeoLite2 City or Country mmdb file.
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    /// How often to look for a replaced database file; 0 turns watching off (SIGHUP still
+    /// reloads).
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn default_watch_ms() -> u64 {
+    5_000
 }
 
 fn default_database() -> PathBuf {
     PathBuf::from("data/geobridge-city.mmdb")
+}
+
+/// `[store]`: where regions, bridges and rooms are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// `postgres://...` to share state between instances; SQLite in `state_dir` when unset.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// How often to look for registry changes made by other instances.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+
+/// `[rooms]`: room lifetime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rooms {
+    /// How long guests may join a room after it was created.
+    #[serde(default = "default_room_lifetime")]
+    pub lifetime_seconds: u64,
+}
+
+fn default_room_lifetime() -> u64 {
+    86_400
 }
 
 /// How tokens are signed.
@@ -308,6 +446,12 @@ pub struct Settings {
     pub regions: Vec<Region>,
     /// `[[bridges]]`.
     pub bridges: Vec<Bridge>,
+    /// `[[shards]]`, or one `default` shard at `jitsi.url`.
+    pub shards: Vec<Shard>,
+    /// `[store]`.
+    pub store: Store,
+    /// `[rooms]`.
+    pub rooms: Rooms,
     /// Regions, bridges and pins, as one checked value.
     #[serde(skip)]
     pub catalog: Catalog,
@@ -409,7 +553,7 @@ fn section<T: DeserializeOwned>(
     name: &str,
     problems: &mut Vec<String>,
 ) -> Option<T> {
-    let empty = if matches!(name, "regions" | "bridges") {
+    let empty = if matches!(name, "regions" | "bridges" | "shards") {
         toml::Value::Array(Vec::new())
     } else {
         toml::Value::Table(toml::Table::new())
@@ -436,11 +580,29 @@ fn from_table(
     let pins: Option<Pins> = section(&mut table, "pins", problems);
     let regions: Option<Vec<Region>> = section(&mut table, "regions", problems);
     let bridges: Option<Vec<Bridge>> = section(&mut table, "bridges", problems);
+    let shards: Option<Vec<Shard>> = section(&mut table, "shards", problems);
+    let store: Option<Store> = section(&mut table, "store", problems);
+    let rooms: Option<Rooms> = section(&mut table, "rooms", problems);
     for unknown in table.keys() {
         problems.push(format!("[{unknown}]: unknown section"));
     }
     let (server, geo, jitsi, probe) = (server?, geo?, jitsi?, probe?);
     let (select, pins, regions, bridges) = (select?, pins?, regions?, bridges?);
+    let (shards, store, rooms) = (shards?, store?, rooms?);
+    let shards = if shards.is_empty() {
+        vec![default_shard(&jitsi)]
+    } else {
+        shards
+    };
+    if store.poll_ms < 50 {
+        problems.push(format!("store.poll_ms: {} is below 50", store.poll_ms));
+    }
+    if !(60..=30 * 86_400).contains(&rooms.lifetime_seconds) {
+        problems.push(format!(
+            "rooms.lifetime_seconds: {} must be between 60 and 2592000",
+            rooms.lifetime_seconds
+        ));
+    }
     problems.extend(server_problems(&server));
     problems.extend(jitsi_problems(&jitsi));
     problems.extend(probe.problems());
@@ -453,8 +615,23 @@ fn from_table(
     problems.extend(reservation_problems(&select));
     let geo = Geo {
         database: resolve_data_path(&geo.database),
+        ..geo
     };
-    let catalog = build_catalog(&regions, &bridges, &pins, &select.default_region, problems)?;
+    let spec = catalog_spec(
+        &regions,
+        &bridges,
+        &pins,
+        &select.default_region,
+        &shards,
+        problems,
+    );
+    let catalog = match Catalog::build(spec) {
+        Ok(catalog) => catalog,
+        Err(found) => {
+            problems.extend(found);
+            return None;
+        }
+    };
     let policy = Policy {
         stress_threshold: select.stress_threshold,
         when_all_down: select.when_all_down,
@@ -472,21 +649,36 @@ fn from_table(
         pins,
         regions,
         bridges,
+        shards,
+        store,
+        rooms,
         catalog,
     })
 }
 
-fn build_catalog(
+fn default_shard(jitsi: &Jitsi) -> Shard {
+    Shard {
+        id: ShardId::parse("default").expect("a valid id"),
+        url: jitsi.url.clone(),
+        subject: None,
+        issuer: None,
+    }
+}
+
+/// The catalog spec from settings; the store replaces its regions and bridges later.
+fn catalog_spec(
     regions: &[Region],
     bridges: &[Bridge],
     pins: &Pins,
     default_region: &Option<RegionId>,
+    shards: &[Shard],
     problems: &mut Vec<String>,
-) -> Option<Catalog> {
+) -> catalog::Spec {
     let mut spec = catalog::Spec {
         regions: regions.to_vec(),
         bridges: bridges.to_vec(),
         default_region: default_region.clone(),
+        shards: shards.to_vec(),
         ..catalog::Spec::default()
     };
     for (country, region) in &pins.countries {
@@ -501,11 +693,25 @@ fn build_catalog(
             Err(_) => problems.push(format!("pins.networks: '{network}' is not a CIDR network")),
         }
     }
-    match Catalog::build(spec) {
-        Ok(catalog) => Some(catalog),
-        Err(found) => {
-            problems.extend(found);
-            None
+    spec
+}
+
+impl Settings {
+    /// The catalog spec for these settings with another set of regions and bridges.
+    pub fn spec_with(&self, regions: Vec<Region>, bridges: Vec<Bridge>) -> catalog::Spec {
+        let mut ignored = Vec::new();
+        let base = catalog_spec(
+            &[],
+            &[],
+            &self.pins,
+            &self.default_region,
+            &self.shards,
+            &mut ignored,
+        );
+        catalog::Spec {
+            regions,
+            bridges,
+            ..base
         }
     }
 }
@@ -529,18 +735,38 @@ fn reservation_problems(select: &SelectSection) -> Vec<String> {
 
 fn server_problems(server: &Server) -> Vec<String> {
     let mut problems = Vec::new();
-    if !server.listen.ip().is_loopback() && server.lobby_credentials.is_empty() {
-        problems.push(format!(
-            "server.lobby_credentials: listening on {} (not loopback) needs at least one lobby \
-             credential; set GEOBRIDGE_LOBBY_CREDENTIALS",
-            server.listen
-        ));
+    let public = !server.listen.ip().is_loopback();
+    let roles = [
+        (
+            "lobby",
+            &server.lobby_credentials,
+            &server.lobby_credentials_file,
+        ),
+        (
+            "admin",
+            &server.admin_credentials,
+            &server.admin_credentials_file,
+        ),
+    ];
+    for (role, list, file) in roles {
+        if public && list.is_empty() && file.is_none() {
+            let upper = role.to_uppercase();
+            problems.push(format!(
+                "server.{role}_credentials: listening on {} (not loopback) needs at least one \
+                 {role} credential; set GEOBRIDGE_{upper}_CREDENTIALS or \
+                 GEOBRIDGE_{upper}_CREDENTIALS_FILE",
+                server.listen
+            ));
+        }
     }
-    for credential in &server.lobby_credentials {
+    for credential in server
+        .lobby_credentials
+        .iter()
+        .chain(&server.admin_credentials)
+    {
         if credential.expose().len() < 16 || credential.expose().contains(char::is_whitespace) {
             problems.push(
-                "server.lobby_credentials: each credential needs 16 or more characters and no \
-                 spaces"
+                "server credentials: each credential needs 16 or more characters and no spaces"
                     .to_owned(),
             );
             break;
@@ -603,7 +829,7 @@ fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {
 }
 
 /// Checks a Jitsi web URL: http(s), a host, no query or fragment.
-fn check_web_url(url: &str) -> Result<(), String> {
+pub fn check_web_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -684,6 +910,25 @@ mod tests {
         assert!(all.contains("server.lobby_credentials"), "{all}");
         assert!(all.contains("jitsi.url: 'meet.test'"), "{all}");
         assert!(all.contains("unknown region 'eu-cntral'"), "{all}");
+    }
+
+    /// Every environment variable names a setting that exists.
+    #[test]
+    fn every_variable_has_a_setting() {
+        for &(name, path, kind) in ENV {
+            let value = match kind {
+                Kind::Number => "1000",
+                _ => "x",
+            };
+            let problems = match Settings::load(None, &env(&[(name, value)])) {
+                Ok(_) => continue,
+                Err(problems) => problems.0.join("\n"),
+            };
+            assert!(
+                !problems.contains("unknown field"),
+                "{name} -> {path}: {problems}"
+            );
+        }
     }
 
     /// Secrets never show in Debug or serialised output.

@@ -271,6 +271,17 @@ impl Database {
         Ok(Database { reader, info })
     }
 
+    /// Opens like [`Database::open`], then walks the whole search tree and data section, so
+    /// a truncated or corrupt file is refused before it is put in service.
+    pub fn open_verified(path: &Path) -> Result<Database, Error> {
+        let database = Database::open(path)?;
+        database.reader.verify().map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(database)
+    }
+
     /// Facts about this database.
     pub fn info(&self) -> &Info {
         &self.info

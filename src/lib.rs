@@ -11,6 +11,7 @@
 //! - [`select`]: the pure choice of a region from location, catalog, health and reservations.
 //! - [`token`]: signing keys (RS256 with a key id, HS256), claims, public key PEM, key files.
 //! - [`room`]: room names, user details and room links.
+//! - [`store`]: regions, bridges and rooms in SQLite or PostgreSQL, with migrations.
 //! - [`api`]: the HTTP route table, request and response types, errors and authentication.
 //! - [`metrics`]: every Prometheus series, declared once.
 //! - [`app`]: wires the modules together for `serve`: start-up, background tasks, shutdown.
@@ -24,4 +25,5 @@ pub mod metrics;
 pub mod probe;
 pub mod room;
 pub mod select;
+pub mod store;
 pub mod token;

@@ -69,18 +69,20 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> ExitCode {
-    let state = match app::prepare(&settings) {
-        Ok(state) => state,
-        Err(problems) => return bad_config(&problems),
-    };
     let runtime = tokio::runtime::Runtime::new().expect("the runtime starts");
-    match runtime.block_on(app::serve(settings, state)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "geobridge stopped on an error");
-            ExitCode::FAILURE
+    runtime.block_on(async {
+        let state = match app::prepare(&settings).await {
+            Ok(state) => state,
+            Err(problems) => return bad_config(&problems),
+        };
+        match app::serve(settings, state).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "geobridge stopped on an error");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
 fn lookup(settings: &Settings, ips: &[String]) -> ExitCode {

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub geo_lookups: IntCounterVec,
     /// Build time of the GeoIP database in service.
     pub geo_build_time: IntGauge,
+    /// GeoIP database reloads by outcome.
+    pub geo_reloads: IntCounterVec,
+    /// Requests refused because too many were in flight.
+    pub overloaded: prometheus::IntCounter,
+    /// Requests being served now (health and metrics routes not counted).
+    pub in_flight: IntGauge,
     /// Tokens issued by region and key id.
     pub tokens: IntCounterVec,
     /// 1 when a bridge is up.
@@ -100,6 +106,21 @@ impl Metrics {
             geo_build_time: IntGauge::with_opts(opts(
                 "geo_database_build_timestamp_seconds",
                 "Build time of the GeoIP database in service.",
+            ))?,
+            geo_reloads: IntCounterVec::new(
+                opts(
+                    "geo_reloads_total",
+                    "GeoIP database reloads by outcome (loaded, rejected).",
+                ),
+                &["outcome"],
+            )?,
+            overloaded: prometheus::IntCounter::with_opts(opts(
+                "requests_rejected_overload_total",
+                "Requests answered 503 because too many were in flight.",
+            ))?,
+            in_flight: IntGauge::with_opts(opts(
+                "http_requests_in_flight",
+                "Requests being served now, health and metrics routes not counted.",
             ))?,
             tokens: IntCounterVec::new(
                 opts("tokens_issued_total", "Tokens issued by region and key id."),
@@ -172,6 +193,9 @@ impl Metrics {
         m.registry.register(Box::new(m.geo_lookups.clone()))?;
         m.registry.register(Box::new(m.geo_build_time.clone()))?;
         m.registry.register(Box::new(m.tokens.clone()))?;
+        m.registry.register(Box::new(m.geo_reloads.clone()))?;
+        m.registry.register(Box::new(m.overloaded.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.bridge_up.clone()))?;
         m.registry.register(Box::new(m.bridge_stress.clone()))?;
         m.registry

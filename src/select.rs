@@ -655,7 +655,7 @@ fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AdminState, Bridge, Region, Spec};
+    use crate::catalog::{AdminState, Bridge, Region, Shard, ShardId, Spec};
     use crate::geo::Point;
     use crate::probe::{Health, State, Stats};
 
@@ -669,7 +669,18 @@ mod tests {
             },
             group: Some(group.to_owned()),
             bias_km: 0.0,
+            shard: None,
         }
+    }
+
+    /// One Jitsi shard for catalogs built in tests and benchmarks.
+    fn one_shard() -> Vec<Shard> {
+        vec![Shard {
+            id: ShardId::parse("default").expect("id"),
+            url: "https://meet.test".to_owned(),
+            subject: None,
+            issuer: None,
+        }]
     }
 
     fn bridge(id: &str, region: &str) -> Bridge {
@@ -696,6 +707,7 @@ mod tests {
                 bridge("fra", "eu-central"),
             ],
             default_region: Some(RegionId::parse("us-east").expect("id")),
+            shards: one_shard(),
             ..Spec::default()
         })
         .expect("valid catalog")
@@ -923,6 +935,7 @@ mod tests {
                 region("eu-central", 50.1, 8.7, "europe"),
             ],
             bridges: vec![bridge("lon", "eu-west"), bridge("fra", "eu-central")],
+            shards: one_shard(),
             ..Spec::default()
         })
         .expect("valid");
@@ -984,6 +997,7 @@ mod tests {
         let catalog = Catalog::build(Spec {
             regions: vec![region("eu-west", 51.5, -0.1, "europe")],
             bridges: vec![bridge("lon", "eu-west")],
+            shards: one_shard(),
             ..Spec::default()
         })
         .expect("valid");

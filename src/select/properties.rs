@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::catalog::{AdminState, Bridge, Region, Spec};
+use crate::catalog::{AdminState, Bridge, Region, Shard, ShardId, Spec};
 use crate::geo::Point;
 use crate::probe::{Health, State, Stats};
 
@@ -61,6 +61,16 @@ fn world() -> impl Strategy<Value = World> {
     })
 }
 
+/// One Jitsi shard for catalogs built in tests and benchmarks.
+fn one_shard() -> Vec<Shard> {
+    vec![Shard {
+        id: ShardId::parse("default").expect("id"),
+        url: "https://meet.test".to_owned(),
+        subject: None,
+        issuer: None,
+    }]
+}
+
 fn region_id(r: usize) -> RegionId {
     RegionId::parse(&format!("r{r}")).expect("valid id")
 }
@@ -70,7 +80,10 @@ fn bridge_id(r: usize, b: usize) -> BridgeId {
 }
 
 fn build(world: &World) -> (Catalog, HealthSnapshot) {
-    let mut spec = Spec::default();
+    let mut spec = Spec {
+        shards: one_shard(),
+        ..Spec::default()
+    };
     let mut health = HealthSnapshot::default();
     for (r, ((lat, lon), bias, bridges)) in world.regions.iter().enumerate() {
         spec.regions.push(Region {
@@ -82,6 +95,7 @@ fn build(world: &World) -> (Catalog, HealthSnapshot) {
             },
             group: None,
             bias_km: *bias,
+            shard: None,
         });
         for (b, &(state, stress, drain, closing)) in bridges.iter().enumerate() {
             spec.bridges.push(Bridge {

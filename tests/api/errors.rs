@@ -163,7 +163,7 @@ async fn lobby_credentials_are_enforced() {
         &app.send(post(Some("Bearer wrong-credential-xxxxxx"))).await,
         401,
         "unauthorized",
-        "not a valid",
+        "not valid",
     );
     assert_error(
         &app.send(post(Some(good))).await,
@@ -192,4 +192,24 @@ async fn lobby_credentials_are_enforced() {
         !app.log.lock().expect("log").contains(good),
         "credential logged"
     );
+}
+
+/// Forwarding headers are believed only from trusted proxies.
+#[tokio::test]
+async fn forwarded_headers_from_trusted_proxies() {
+    let trusting =
+        spawn_app(Options::default().env("GEOBRIDGE_TRUSTED_PROXIES", "127.0.0.0/8")).await;
+    let plain = spawn_app(Options::default()).await;
+    for (app, expected) in [(&trusting, "eu-west"), (&plain, "eu-central")] {
+        let request = app
+            .http
+            .get(format!("{}/v1/regions/select", app.base))
+            .header("x-forwarded-for", "6.6.6.6, 81.2.69.142");
+        assert_eq!(app.send(request).await.json["region"], expected);
+    }
+    let request = trusting
+        .http
+        .get(format!("{}/v1/regions/select", trusting.base))
+        .header("forwarded", "for=\"[2001:4860:4860::8888]:443\"");
+    assert_eq!(trusting.send(request).await.json["region"], "ca-central");
 }

@@ -65,6 +65,8 @@ pub struct App {
     pub log: Arc<Mutex<String>>,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// The admin credential it was started with, if any.
+    pub admin: String,
     child: Child,
 }
 
@@ -137,11 +139,19 @@ pub async fn spawn_app(options: Options) -> App {
                 log.lock().expect("log lock")
             )
         });
+    let admin = options
+        .env
+        .iter()
+        .find(|(k, _)| k == "GEOBRIDGE_ADMIN_CREDENTIALS");
+    let admin = admin.map(|(_, v)| v.split(',').next().unwrap_or_default().to_owned());
+    let admin = admin.unwrap_or_default();
+    let http = reqwest::Client::new();
     App {
         base: format!("http://{addr}"),
         dir,
         log,
-        http: reqwest::Client::new(),
+        http,
+        admin,
         child,
     }
 }
@@ -205,7 +215,8 @@ impl App {
 
     /// The health entry of one bridge from `GET /v1/regions`.
     pub async fn bridge_health(&self, id: &str) -> Value {
-        let regions = self.get("/v1/regions").await.json;
+        let request = self.authed(reqwest::Method::GET, "/v1/regions", &self.admin);
+        let regions = self.send(request).await.json;
         for region in regions.as_array().expect("regions array") {
             for bridge in region["bridges"].as_array().expect("bridges array") {
                 if bridge["id"] == id {
@@ -348,4 +359,111 @@ pub fn run(command: &mut Command) -> (bool, String, String) {
     let out = command.output().expect("command runs");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+impl App {
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// A request with a bearer credential.
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        if bearer.is_empty() {
+            request
+        } else {
+            request.bearer_auth(bearer)
+        }
+    }
+}
+
+/// The PostgreSQL server the tests use; scripts/test.sh starts one and sets the variable.
+pub fn postgres_server() -> String {
+    std::env::var("GEOBRIDGE_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "GEOBRIDGE_TEST_POSTGRES is not set: these tests need a PostgreSQL server; \
+             run ./scripts/test.sh, which starts one"
+        )
+    })
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let server = postgres_server();
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&server)
+        .await
+        .expect("postgres reachable");
+    let name = format!("geobridge_test_{:016x}", rand_u64());
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base)
+        .to_owned();
+    format!("{base}/{name}")
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+impl App {
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(status.expect("kill runs").success());
+    }
+
+    /// Waits for the process to exit, at most `secs` seconds, and returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "geobridge did not exit; log:\n{}",
+            self.log.lock().expect("log lock")
+        )
+    }
+
+    /// `host:port` of the listener.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
 }

@@ -1,24 +1,31 @@
-//! Failures seen in real Jitsi deployments, replayed in-process with paused time.
+//! Failures seen in real Jitsi deployments, replayed in-process against scripted bridges.
 //!
 //! The prober runs as in service, but asks scripted fake Videobridges (a `Transport`)
-//! instead of sockets, so tokio's paused clock drives every probe, timeout and hold-down to
-//! the millisecond; rooms go through the real router, in-process. Instants asserted here are
-//! virtual: they are exact, not measured.
+//! instead of sockets. Where only the prober and the pure selection are involved, tokio's
+//! clock is paused, so every probe, timeout, hold-down and reservation window runs to the
+//! millisecond and the instants asserted are virtual, exact ones. Rooms created through the
+//! router also write to the SQLite store, whose worker thread a paused clock would jump
+//! across; those tests (`through_the_api_*`) run in real time with short intervals and
+//! poll with deadlines.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use geobridge::api::{self, AppState};
 use geobridge::app;
-use geobridge::catalog::{Bridge, BridgeId};
+use geobridge::catalog::{Bridge, BridgeId, Catalog};
 use geobridge::config::Settings;
-use geobridge::probe::{Cause, Health, Outcome, Prober, State, Stats, Transport};
+use geobridge::geo::{CountryCode, Location, Point};
+use geobridge::metrics::Metrics;
+use geobridge::probe::{Cause, Health, HealthSnapshot, Outcome, Prober, State, Stats, Transport};
+use geobridge::select::{self, Client, Decision, Ledger, Refusal, Survey};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
@@ -90,29 +97,133 @@ fn stress(level: f64) -> Act {
     })
 }
 
-/// geobridge in-process: its state, router and prober, over scripted bridges.
-struct World {
+fn settings(config: &str, dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Settings {
+    let path = dir.path().join("geobridge.toml");
+    std::fs::write(&path, config).expect("write config");
+    let database = repo_path("data/geobridge-city.mmdb");
+    let mut vars = HashMap::from([
+        ("GEOBRIDGE_JITSI_AUTH".to_owned(), "none".to_owned()),
+        (
+            "GEOBRIDGE_GEO_DATABASE".to_owned(),
+            database.display().to_string(),
+        ),
+        (
+            "GEOBRIDGE_STATE_DIR".to_owned(),
+            dir.path().join("state").display().to_string(),
+        ),
+    ]);
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Settings::load(Some(&path), &vars).expect("valid settings")
+}
+
+/// The prober over scripted bridges, and the pure selection over what it publishes.
+struct Probed {
+    settings: Settings,
+    catalog: Arc<ArcSwap<Catalog>>,
+    health: Arc<ArcSwap<HealthSnapshot>>,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the prober on `config`'s bridges, asking `fakes`.
+fn probe(config: &str, fakes: Arc<Fakes>) -> Probed {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = settings(config, &dir, &[]);
+    let catalog = Arc::new(ArcSwap::from_pointee(settings.catalog.clone()));
+    let health = Arc::new(ArcSwap::from_pointee(HealthSnapshot::default()));
+    let prober = Prober {
+        catalog: catalog.clone(),
+        health: health.clone(),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        config: settings.probe.clone(),
+        metrics: Arc::new(Metrics::new().expect("metrics")),
+    };
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(prober.run_with(fakes, stopped));
+    Probed {
+        settings,
+        catalog,
+        health,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// A client in London, as the database places UK addresses.
+fn london() -> Location {
+    Location {
+        country: Some(CountryCode::parse("GB").expect("code")),
+        continent: Some(CountryCode::parse("EU").expect("code")),
+        subdivision: Some("England".to_owned()),
+        point: Some(Point {
+            latitude: 51.5,
+            longitude: -0.12,
+        }),
+        accuracy_km: None,
+        coarse: false,
+    }
+}
+
+impl Probed {
+    fn health(&self, bridge: &str) -> Health {
+        let id = BridgeId::parse(bridge).expect("id");
+        self.health.load().get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Lets virtual time run in 50 ms steps until `check` holds; fails after `secs`.
+    async fn until(&self, secs: u64, what: &str, mut check: impl FnMut(&Probed) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "no {what} within {secs} s");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Chooses for a client in London on the latest snapshot, as the API does: expired
+    /// reservations dropped, then `reserve` participants reserved on the bridge chosen.
+    fn choose(&self, ledger: &mut Ledger, reserve: u32) -> Result<Decision, Refusal> {
+        let policy = &self.settings.policy;
+        let survey = Survey::build(self.catalog.load_full(), &self.health.load(), policy);
+        let location = london();
+        let client = Client {
+            ip: None,
+            location: Some(&location),
+        };
+        let now = Instant::now();
+        ledger.expire(now);
+        let decision = select::select_in(client, &survey, ledger.load_for(&survey), policy)?;
+        if let Some(bridge) = &decision.bridge {
+            ledger.reserve(bridge.clone(), reserve, now);
+        }
+        Ok(decision)
+    }
+
+    fn region(&self) -> String {
+        let mut none = Ledger::new(Duration::ZERO);
+        self.choose(&mut none, 0)
+            .map(|d| d.region.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// geobridge in-process with its store, router and prober, in real time.
+struct Served {
     state: Arc<AppState>,
     router: Router,
     _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
-/// Starts geobridge on `config` with the prober asking `fakes`.
-fn start(config: &str, fakes: Arc<Fakes>) -> World {
+/// Starts geobridge on `config`, probing `fakes` every 200 ms.
+async fn serve(config: &str, fakes: Arc<Fakes>) -> Served {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("geobridge.toml");
-    std::fs::write(&path, config).expect("write config");
-    let database = repo_path("data/geobridge-city.mmdb");
-    let env = HashMap::from([
-        ("GEOBRIDGE_JITSI_AUTH".to_owned(), "none".to_owned()),
-        (
-            "GEOBRIDGE_GEO_DATABASE".to_owned(),
-            database.display().to_string(),
-        ),
-    ]);
-    let settings = Settings::load(Some(&path), &env).expect("valid settings");
-    let state = app::prepare(&settings).expect("prepared");
+    let fast = [
+        ("GEOBRIDGE_PROBE_INTERVAL_MS", "200"),
+        ("GEOBRIDGE_PROBE_TIMEOUT_MS", "150"),
+        ("GEOBRIDGE_PROBE_HOLD_DOWN_MS", "200"),
+    ];
+    let settings = settings(config, &dir, &fast);
+    let state = app::prepare(&settings).await.expect("prepared");
     let prober = Prober {
         catalog: state.catalog.clone(),
         health: state.health.clone(),
@@ -121,8 +232,8 @@ fn start(config: &str, fakes: Arc<Fakes>) -> World {
         metrics: state.metrics.clone(),
     };
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(prober.run_with(fakes.clone(), stopped));
-    World {
+    tokio::spawn(prober.run_with(fakes, stopped));
+    Served {
         router: api::router(state.clone()),
         state,
         _stop: stop,
@@ -151,7 +262,7 @@ fn only_regions(regions: &[(&str, f64, f64)], bridges: &[(&str, &str)]) -> Strin
     config
 }
 
-impl World {
+impl Served {
     fn health(&self, bridge: &str) -> Health {
         let id = BridgeId::parse(bridge).expect("id");
         self.state
@@ -162,17 +273,21 @@ impl World {
             .unwrap_or_default()
     }
 
-    /// Lets virtual time run in 50 ms steps until `check` holds; fails after `secs`.
-    async fn until(&self, secs: u64, what: &str, mut check: impl FnMut(&World) -> bool) {
+    /// Polls every 20 ms until `check` holds; fails after `secs`.
+    async fn until(&self, secs: u64, what: &str, mut check: impl FnMut(&Served) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !check(self) {
             assert!(Instant::now() < deadline, "no {what} within {secs} s");
-            sleep(Duration::from_millis(50)).await;
+            sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let mut request = request;
+        let (status, body) = self.call_text(request).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    async fn call_text(&self, mut request: Request<Body>) -> (StatusCode, String) {
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         request.extensions_mut().insert(ConnectInfo(peer));
         let response = self
@@ -185,15 +300,13 @@ impl World {
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn select(&self, ip: &str) -> Value {
         let uri = format!("/v1/regions/select?ip={ip}");
         let request = Request::get(uri).body(Body::empty()).expect("request");
-        let (status, json) = self.call(request).await;
-        assert_eq!(status, StatusCode::OK, "{json}");
-        json
+        self.call(request).await.1
     }
 
     async fn create_room(&self, ip: &str, participants: u32) -> (StatusCode, Value) {
@@ -210,21 +323,12 @@ impl World {
         let request = Request::get("/metrics")
             .body(Body::empty())
             .expect("request");
-        let mut request = request;
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        String::from_utf8(body.to_vec()).expect("utf-8")
+        self.call_text(request).await.1
     }
+}
+
+fn two_cities() -> String {
+    example_config() + &bridge_toml("lon-1", "eu-west") + &bridge_toml("fra-1", "eu-central")
 }
 
 /// London's bridge misses one probe (a 2 s timeout): it stays in rotation. Hanging on, it
@@ -235,47 +339,44 @@ async fn missed_probe_stays_then_falls_then_returns() {
     let fakes = Arc::new(Fakes::default());
     fakes.set("lon-1", stress(0.1));
     fakes.set("fra-1", stress(0.1));
-    let config =
-        example_config() + &bridge_toml("lon-1", "eu-west") + &bridge_toml("fra-1", "eu-central");
-    let w = start(&config, fakes.clone());
-    w.until(10, "lon-1 up", |w| w.health("lon-1").state == State::Up)
+    let p = probe(&two_cities(), fakes.clone());
+    p.until(10, "lon-1 up", |p| p.health("lon-1").state == State::Up)
         .await;
 
     fakes.set("lon-1", Act::Hang);
-    w.until(10, "one timeout", |w| w.health("lon-1").failures == 1)
+    p.until(10, "one timeout", |p| p.health("lon-1").failures == 1)
         .await;
     fakes.set("lon-1", stress(0.1));
-    assert_eq!(w.health("lon-1").state, State::Up);
-    assert_eq!(w.select(UK).await["region"], "eu-west");
-    w.until(10, "a pass", |w| w.health("lon-1").failures == 0)
+    assert_eq!(p.health("lon-1").state, State::Up);
+    assert_eq!(p.region(), "eu-west");
+    p.until(10, "a pass", |p| p.health("lon-1").failures == 0)
         .await;
 
     fakes.set("lon-1", Act::Hang);
     let mut seen = Vec::new();
-    w.until(30, "lon-1 down", |w| {
-        let h = w.health("lon-1");
+    p.until(30, "lon-1 down", |p| {
+        let h = p.health("lon-1");
         seen.push((h.failures, h.state));
         h.state == State::Down
     })
     .await;
     seen.dedup();
-    assert_eq!(
-        seen,
-        [
-            (0, State::Up),
-            (1, State::Up),
-            (2, State::Up),
-            (3, State::Down)
-        ]
-    );
+    let expected = [
+        (0, State::Up),
+        (1, State::Up),
+        (2, State::Up),
+        (3, State::Down),
+    ];
+    assert_eq!(seen, expected);
     let down_at = Instant::now();
-    let answer = w.select(UK).await;
-    assert_eq!(answer["region"], "eu-central", "{answer}");
-    assert_eq!(answer["decision"]["reason"], "group_fallback");
+    let mut none = Ledger::new(Duration::ZERO);
+    let decision = p.choose(&mut none, 0).expect("chosen");
+    assert_eq!(decision.region.as_str(), "eu-central");
+    assert_eq!(decision.reason, select::Reason::GroupFallback);
 
     fakes.set("lon-1", stress(0.1));
-    w.until(120, "lon-1 up again", |w| {
-        w.health("lon-1").state == State::Up
+    p.until(120, "lon-1 up again", |p| {
+        p.health("lon-1").state == State::Up
     })
     .await;
     let held = Instant::now() - down_at;
@@ -284,7 +385,7 @@ async fn missed_probe_stays_then_falls_then_returns() {
         "back after {held:?}, inside the hold-down"
     );
     assert!(held <= Duration::from_secs(72), "back after {held:?}");
-    assert_eq!(w.select(UK).await["region"], "eu-west");
+    assert_eq!(p.region(), "eu-west");
 }
 
 /// A bridge that hangs delays no other bridge: the healthy one is asked every 5 s to the
@@ -295,9 +396,7 @@ async fn hanging_bridge_delays_no_other() {
     let fakes = Arc::new(Fakes::default());
     fakes.set("lon-1", stress(0.1));
     fakes.set("fra-1", Act::Hang);
-    let config =
-        example_config() + &bridge_toml("lon-1", "eu-west") + &bridge_toml("fra-1", "eu-central");
-    let w = start(&config, fakes.clone());
+    let p = probe(&two_cities(), fakes.clone());
     sleep(Duration::from_secs(60)).await;
 
     let good = fakes.asked("lon-1");
@@ -310,10 +409,10 @@ async fn hanging_bridge_delays_no_other() {
             "healthy bridge asked {gap:?} after the last time"
         );
     }
-    assert_eq!(w.health("lon-1").failures, 0);
+    assert_eq!(p.health("lon-1").failures, 0);
 
     let hanging = fakes.asked("fra-1");
-    assert_eq!(w.health("fra-1").state, State::Down);
+    assert_eq!(p.health("fra-1").state, State::Down);
     assert!(
         hanging.len() >= 8,
         "a down bridge keeps being probed: {}",
@@ -333,76 +432,45 @@ async fn burst_of_rooms_spills_to_next_region() {
     fakes.set("lon-1", stress(0.69));
     fakes.set("fra-1", stress(0.0));
     fakes.set("fra-2", stress(0.0));
-    let config = example_config()
-        + &bridge_toml("lon-1", "eu-west")
-        + &bridge_toml("fra-1", "eu-central")
-        + &bridge_toml("fra-2", "eu-central");
-    let w = start(&config, fakes.clone());
-    w.until(10, "all up", |w| {
+    let config = two_cities() + &bridge_toml("fra-2", "eu-central");
+    let p = probe(&config, fakes.clone());
+    p.until(10, "all up", |p| {
         ["lon-1", "fra-1", "fra-2"]
             .iter()
-            .all(|b| w.health(b).state == State::Up)
+            .all(|b| p.health(b).state == State::Up)
     })
     .await;
 
+    let mut ledger = Ledger::new(Duration::from_secs(p.settings.policy.reservation_seconds));
     let started = Instant::now();
     let mut placed = Vec::new();
     for _ in 0..20 {
-        let (status, room) = w.create_room(UK, 5).await;
-        assert_eq!(status, StatusCode::CREATED, "{room}");
-        let bridge = room["decision"]["bridge"].as_str().unwrap_or("").to_owned();
-        placed.push((room["region"].as_str().unwrap_or("").to_owned(), bridge));
+        let d = p.choose(&mut ledger, 5).expect("chosen");
+        let bridge = d.bridge.map(|b| b.to_string()).unwrap_or_default();
+        placed.push((d.region.to_string(), bridge));
         sleep(Duration::from_millis(250)).await;
     }
     assert!(Instant::now() - started <= Duration::from_secs(5));
     let london = ("eu-west".to_owned(), "lon-1".to_owned());
-    assert_eq!(
-        placed[..3],
-        [london.clone(), london.clone(), london.clone()]
-    );
+    assert_eq!(placed[..3], [london.clone(), london.clone(), london]);
     // Frankfurt's two idle bridges share the rest, each room on the less loaded one.
     let frankfurt = |p: &(String, String)| p.0 == "eu-central" && p.1.starts_with("fra-");
     assert!(placed[3..].iter().all(frankfurt), "{placed:?}");
     let on_fra_1 = placed.iter().filter(|p| p.1 == "fra-1").count();
     assert_eq!(on_fra_1, 9, "{placed:?}");
-    let (_, spilled) = w.create_room(UK, 5).await;
-    let west = &spilled["decision"]["regions"][0];
+    let spilled = p.choose(&mut ledger, 0).expect("chosen");
+    let west = spilled.regions.get("eu-west").expect("listed");
     assert_eq!(
-        (west["region"].as_str(), west["tier"].as_str()),
-        (Some("eu-west"), Some("overloaded"))
+        (west.tier, west.why),
+        (select::Tier::Overloaded, select::Why::WorseTier)
     );
 
-    let checked = w.health("lon-1").checked_at;
+    let checked = p.health("lon-1").checked_at;
     sleep(Duration::from_secs(20)).await;
-    assert_ne!(w.health("lon-1").checked_at, checked, "fresh stats arrived");
-    let (_, again) = w.create_room(UK, 5).await;
-    assert_eq!(again["region"], "eu-west", "{again}");
-    assert_eq!(again["decision"]["tier"], "eligible");
-}
-
-/// The only bridge of a one-region deployment reports unhealthy: with the default policy
-/// rooms still get that region, marked degraded, and a metric counts each such room.
-#[tokio::test(start_paused = true)]
-async fn lone_unhealthy_bridge_still_gets_rooms() {
-    let fakes = Arc::new(Fakes::default());
-    fakes.set("fra-1", Act::Unhealthy);
-    let config = only_regions(&[("eu-central", 50.11, 8.68)], &[("fra-1", "eu-central")]);
-    let w = start(&config, fakes.clone());
-    w.until(10, "fra-1 down", |w| w.health("fra-1").state == State::Down)
-        .await;
-    for _ in 0..2 {
-        let (status, room) = w.create_room(UK, 1).await;
-        assert_eq!(status, StatusCode::CREATED, "{room}");
-        assert_eq!(room["region"], "eu-central");
-        let decision = &room["decision"];
-        assert_eq!(
-            (decision["tier"].as_str(), decision["degraded"].as_bool()),
-            (Some("panic"), Some(true))
-        );
-    }
-    let metrics = w.metrics().await;
-    let series = "geobridge_degraded_decisions_total{region=\"eu-central\",tier=\"panic\"} 2";
-    assert!(metrics.contains(series), "{metrics}");
+    assert_ne!(p.health("lon-1").checked_at, checked, "fresh stats arrived");
+    let again = p.choose(&mut ledger, 5).expect("chosen");
+    assert_eq!(again.region.as_str(), "eu-west");
+    assert_eq!(again.tier, select::Tier::Eligible);
 }
 
 /// A bridge in graceful shutdown gets no new rooms; a draining bridge is used only when
@@ -440,27 +508,89 @@ async fn graceful_draining_and_shutting_down() {
     ];
     fakes.set("lon-1", stress(0.1));
     fakes.set("fra-1", stress(0.1));
-    let w = start(&config, fakes.clone());
+    let p = probe(&config, fakes.clone());
     for (case, (london, frankfurt, expected)) in cases.into_iter().enumerate() {
         fakes.set("lon-1", london);
         fakes.set("fra-1", frankfurt);
         let since = Instant::now();
-        w.until(15, "both probed", |w| {
-            let fresh = |id| w.health(id).checked_at.is_some_and(|t| t > since);
+        p.until(15, "both probed", |p| {
+            let fresh = |id| p.health(id).checked_at.is_some_and(|t| t > since);
             fresh("lon-1") && fresh("fra-1")
         })
         .await;
-        let (status, room) = w.create_room(UK, 1).await;
-        match expected {
-            Some((region, tier)) => {
-                assert_eq!(status, StatusCode::CREATED, "case {case}: {room}");
-                let got = (room["region"].as_str(), room["decision"]["tier"].as_str());
-                assert_eq!(got, (Some(region), Some(tier)), "case {case}: {room}");
-            }
-            None => {
-                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{room}");
-                assert_eq!(room["error"]["code"], "no_region");
-            }
+        let mut none = Ledger::new(Duration::ZERO);
+        let got = p
+            .choose(&mut none, 0)
+            .map(|d| (d.region.to_string(), d.tier.label()));
+        let expected = expected
+            .map(|(r, t)| (r.to_owned(), t))
+            .ok_or(Refusal::NothingLeft);
+        assert_eq!(got, expected, "case {case}");
+    }
+}
+
+/// Through the API, in real time: each room reserves its participants on the bridge
+/// Jicofo would pick, so a burst from London spills to Frankfurt after three rooms, and
+/// London takes rooms again once the (here 3 s) window has passed.
+#[tokio::test]
+async fn through_the_api_rooms_reserve_and_spill() {
+    let fakes = Arc::new(Fakes::default());
+    fakes.set("lon-1", stress(0.69));
+    fakes.set("fra-1", stress(0.0));
+    let config = two_cities().replace("reservation_seconds = 20", "reservation_seconds = 3");
+    let w = serve(&config, fakes).await;
+    w.until(10, "both up", |w| {
+        w.health("lon-1").state == State::Up && w.health("fra-1").state == State::Up
+    })
+    .await;
+    let mut regions = Vec::new();
+    for _ in 0..6 {
+        let (status, room) = w.create_room(UK, 5).await;
+        assert_eq!(status, StatusCode::CREATED, "{room}");
+        regions.push(room["region"].as_str().unwrap_or("").to_owned());
+        if regions.len() <= 3 {
+            assert_eq!(room["decision"]["bridge"], "lon-1", "{room}");
         }
     }
+    let expected = [
+        "eu-west",
+        "eu-west",
+        "eu-west",
+        "eu-central",
+        "eu-central",
+        "eu-central",
+    ];
+    assert_eq!(regions, expected);
+    let mut back = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !back && Instant::now() < deadline {
+        sleep(Duration::from_millis(50)).await;
+        back = w.select(UK).await["region"] == "eu-west";
+    }
+    assert!(back, "London never took rooms again");
+    let (_, room) = w.create_room(UK, 5).await;
+    assert_eq!(room["region"], "eu-west", "{room}");
+}
+
+/// Through the API: the only bridge of a one-region deployment reports unhealthy; with the
+/// default policy rooms still get that region, marked degraded, and a metric counts each.
+#[tokio::test]
+async fn through_the_api_lone_unhealthy_bridge_still_gets_rooms() {
+    let fakes = Arc::new(Fakes::default());
+    fakes.set("fra-1", Act::Unhealthy);
+    let config = only_regions(&[("eu-central", 50.11, 8.68)], &[("fra-1", "eu-central")]);
+    let w = serve(&config, fakes).await;
+    w.until(10, "fra-1 down", |w| w.health("fra-1").state == State::Down)
+        .await;
+    for _ in 0..2 {
+        let (status, room) = w.create_room(UK, 1).await;
+        assert_eq!(status, StatusCode::CREATED, "{room}");
+        assert_eq!(room["region"], "eu-central");
+        let decision = &room["decision"];
+        let got = (decision["tier"].as_str(), decision["degraded"].as_bool());
+        assert_eq!(got, (Some("panic"), Some(true)), "{room}");
+    }
+    let metrics = w.metrics().await;
+    let series = "geobridge_degraded_decisions_total{region=\"eu-central\",tier=\"panic\"} 2";
+    assert!(metrics.contains(series), "{metrics}");
 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# geobridge's GET /v1/regions/select against nginx + GeoIP2 mapping country (then continent)
+# to the same example regions, on the same database, under the same wrk load: a random
+# public IPv4 address per request. Each server is pinned to core 0, wrk to core 1.
+# Runs A B A B A B (10 s each by default) and prints requests/s, p50/p99 latency, the ratios,
+# geobridge's resident memory after the load and its time from start to /readyz = 200.
+# Usage: bench/compare.sh [seconds per run] [rounds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}; rounds=${2:-3}; connections=${3:-64}
+gb_port=18081; nginx_port=18082
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_http_geoip2_module.so ] || need+=(libnginx-mod-http-geoip2)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q
+
+work=$(mktemp -d /tmp/geobridge-bench.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+db=$(pwd)/data/geobridge-city.mmdb
+python3 bench/nginx_map.py data/geobridge.example.toml data/country-centroids.csv > "$work/map.conf"
+cat > "$work/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    geoip2 $db {
+        \$geo_country source=\$arg_ip country iso_code;
+        \$geo_continent source=\$arg_ip continent code;
+    }
+    include $work/map.conf;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location = /v1/regions/select {
+            default_type application/json;
+            return 200 '{"region":"\$region"}';
+        }
+    }
+}
+CONF
+
+# geobridge: example regions, no bridges, no tokens needed for selection, quiet logs.
+start_ns=$(date +%s%N)
+GEOBRIDGE_LISTEN=127.0.0.1:$gb_port GEOBRIDGE_STATE_DIR="$work/state" GEOBRIDGE_JITSI_AUTH=none \
+  GEOBRIDGE_GEO_DATABASE="$db" RUST_LOG=warn \
+  taskset -c 0 target/release/geobridge serve 2>"$work/geobridge.log" &
+gb_pid=$!; pids+=("$gb_pid")
+until curl -sf "http://127.0.0.1:$gb_port/readyz" >/dev/null 2>&1; do sleep 0.005; done
+ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
+pids+=("$!")
+until curl -sf "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" >/dev/null; do sleep 0.05; done
+
+echo "nginx answer:     $(curl -s "http://127.0.0.1:$nginx_port/v1/regions/select?ip=81.2.69.142")"
+echo "geobridge region: $(curl -s "http://127.0.0.1:$gb_port/v1/regions/select?ip=81.2.69.142" | grep -o '"region":"[a-z0-9-]*"' | head -1)"
+
+run() { # name port
+  taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" -s bench/random_ip.lua \
+    "http://127.0.0.1:$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+}
+# Warm both up before measuring.
+taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$gb_port" >/dev/null
+taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$nginx_port" >/dev/null
+results=()
+for round in $(seq "$rounds"); do
+  results+=("$(run geobridge $gb_port)")
+  results+=("$(run nginx $nginx_port)")
+done
+printf '%s\n' "${results[@]}"
+rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$gb_pid/status")
+
+printf '%s\n' "${results[@]}" | python3 bench/summarize.py
+echo "geobridge resident memory after load: $((rss_kb / 1024)) MB (target < 64 MB)"
+echo "geobridge start to /readyz 200: ${ready_ms} ms (target < 300 ms)"
