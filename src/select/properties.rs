@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::catalog::{AdminState, Bridge, Region, Shard, ShardId, Spec};
+use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId, Shard, ShardId, Spec};
 use crate::geo::Point;
 use crate::probe::{Health, State, Stats};
 
