@@ -208,7 +208,7 @@ struct Cached {
 impl Cache {
     /// The survey of `catalog` and `health`, built now if the latest one is of others.
     // Known limit: requests that see a new snapshot at the same moment each build it once;
-    // with 5,000 bridges that is about a third of a millisecond per such request.
+    // with 5,000 bridges that is about two thirds of a millisecond per such request.
     pub fn get(
         &self,
         catalog: &Arc<Catalog>,
