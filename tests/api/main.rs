@@ -8,5 +8,6 @@ mod registry;
 mod resilience;
 mod rooms;
 mod scenarios;
+mod scripted;
 mod select;
 mod store;
