@@ -33,7 +33,7 @@ use crate::probe::HealthSnapshot;
 use crate::room::{self, RoomName, User};
 use crate::select::{self, Client, Decision, Ledger, Policy, Refusal, Survey};
 use crate::store::{self, RoomRecord, Store};
-use crate::token::{Claims, Context, Signer};
+use crate::token::{self, Grant, Issued, Signer};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -46,8 +46,8 @@ pub struct AppState {
     pub catalog: Arc<ArcSwap<Catalog>>,
     /// The latest bridge health, written by the prober only.
     pub health: Arc<ArcSwap<HealthSnapshot>>,
-    /// How tokens are signed.
-    pub signer: Arc<Signer>,
+    /// How tokens are signed; replaced whole on reload, requests in flight keep theirs.
+    pub signer: Arc<ArcSwap<Signer>>,
     /// Every series.
     pub metrics: Arc<Metrics>,
     /// True once the first probe round is done.
@@ -210,6 +210,7 @@ pub fn router(state: Shared) -> Router {
         .merge(readers)
         .merge(admin)
         .route("/asap/{file}", get(get_public_key))
+        .route("/.well-known/jwks.json", get(get_jwks))
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
         .route("/metrics", get(get_metrics))
@@ -372,6 +373,15 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
+/// A 503 that tells the client to come back in a second.
+fn retry_later(code: &'static str, message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
+    let again = header::HeaderValue::from_static("1");
+    response.headers_mut().insert(header::RETRY_AFTER, again);
+    response
+}
+
 /// Caps requests in flight and their duration; health and metrics routes are exempt so an
 /// overloaded instance can still be observed.
 async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -381,13 +391,10 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     }
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.overloaded.inc();
-        let message = "too many requests in flight; retry after a second";
-        let mut response =
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return response;
+        return retry_later(
+            "overloaded",
+            "too many requests in flight; retry after a second",
+        );
     };
     let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
     state.metrics.in_flight.inc();
@@ -395,13 +402,7 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
-            let message = "the request took too long; retry";
-            let mut response =
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
+            retry_later("timeout", "the request took too long; retry")
         }
     };
     state.metrics.in_flight.dec();
@@ -640,7 +641,8 @@ async fn create_room(
         .insert_room(&record)
         .await
         .map_err(|e| ApiError::internal(&e.to_string()))?;
-    let created = issue(&state, &body.user, room, shard, location, decision, now).await?;
+    let host = (&body.user, token::Role::Host);
+    let created = issue(&state, host, room, shard, (location, decision), now).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -694,7 +696,8 @@ async fn add_participant(
         reserve_one(&state, bridge);
     }
     let shard = shard_of(&on_shard, &decision)?;
-    let joined = issue(&state, &body.user, room, shard, location, decision, now).await?;
+    let guest = (&body.user, token::Role::Guest);
+    let joined = issue(&state, guest, room, shard, (location, decision), now).await?;
     Ok((StatusCode::CREATED, Json(joined)))
 }
 
@@ -744,29 +747,24 @@ fn shard_of(catalog: &Catalog, decision: &Decision) -> Result<Shard, ApiError> {
     Ok(catalog.shard_of(position).clone())
 }
 
-/// Signs a token for `user` in `room` and builds the answer.
+/// Signs a token for the user (host or guest) in `room` on `shard` and builds the answer.
 async fn issue(
     state: &Shared,
-    user: &User,
+    (user, role): (&User, token::Role),
     room: RoomName,
     shard: Shard,
-    location: Option<Location>,
-    decision: Decision,
+    (location, decision): (Option<Location>, Decision),
     now: i64,
 ) -> Result<RoomCreated, ApiError> {
     let now = u64::try_from(now).unwrap_or(0);
-    let expires_at = now + state.jitsi.token_lifetime_seconds;
-    let token = sign(state, user, &room, &shard, decision.region.as_str(), now).await?;
-    if token.is_some() {
-        let kid = state.signer.kid().map_or("", |k| k.as_str());
-        state
-            .metrics
-            .tokens
-            .with_label_values(&[decision.region.as_str(), kid])
-            .inc();
-    }
-    let link = room::link(&shard.url, &room, token.as_deref());
+    let profile = shard_profile(&state.jitsi, &shard);
     let region = decision.region.to_string();
+    let issued = issue_token(state, profile, user, role, &room, &region, now).await?;
+    let token = issued.as_ref().map(|i| i.token.clone());
+    let expires_at = issued
+        .as_ref()
+        .map_or(now + state.jitsi.token_lifetime_seconds, |i| i.expires_at);
+    let link = room::link(&shard.url, &room, token.as_deref());
     Ok(RoomCreated {
         room,
         region,
@@ -778,41 +776,66 @@ async fn issue(
     })
 }
 
-/// Signs on a blocking thread: an RSA signature takes milliseconds.
-async fn sign(
+/// The deployment's claims, with the shard's own `iss` and `sub` where it has them.
+fn shard_profile(jitsi: &config::Jitsi, shard: &Shard) -> token::Profile {
+    let mut profile = jitsi.token_profile();
+    if let Some(issuer) = &shard.issuer {
+        profile.issuer.clone_from(issuer);
+    }
+    if let Some(subject) = &shard.subject {
+        profile.subject.clone_from(subject);
+    }
+    profile
+}
+
+/// Limits signatures running at once to the number of cores: each keeps a core busy for
+/// milliseconds, and more signing threads than cores would only take CPU time from the async
+/// workers that answer health checks and run the prober.
+fn signing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Signs a token for `user` in `room` on a blocking thread (an RSA signature takes
+/// milliseconds) and counts it; `None` in no-token mode. `profile` carries `iss`, `aud` and
+/// `sub`, so a caller can pass a shard's own.
+async fn issue_token(
     state: &Shared,
+    profile: token::Profile,
     user: &User,
+    role: token::Role,
     room: &RoomName,
-    shard: &Shard,
     region: &str,
     now: u64,
-) -> Result<Option<String>, ApiError> {
-    let (state, user, room, region) =
-        (state.clone(), user.clone(), room.clone(), region.to_owned());
-    let shard = shard.clone();
+) -> Result<Option<Issued>, ApiError> {
+    let signer = state.signer.load_full();
+    let (user, room, owned_region) = (user.clone(), room.clone(), region.to_owned());
+    // Waiting for a slot happens here, on the async side, not on a thread.
+    let slot = signing_slots().acquire().await;
     let signed = tokio::task::spawn_blocking(move || {
-        let jitsi = &state.jitsi;
-        let claims = Claims {
-            iss: shard.issuer.as_deref().unwrap_or(&jitsi.issuer),
-            aud: &jitsi.audience,
-            sub: shard.subject.as_deref().unwrap_or(&jitsi.subject),
+        let _slot = slot;
+        let grant = Grant {
+            user: &user,
+            role,
             room: room.as_str(),
-            exp: now + jitsi.token_lifetime_seconds,
-            nbf: now.saturating_sub(jitsi.nbf_margin_seconds),
-            iat: now,
-            context: Context {
-                user: &user,
-                region: &region,
-            },
+            region: &owned_region,
         };
-        state.signer.sign(&claims)
+        signer.issue(&profile, &grant, now)
     })
     .await;
-    match signed {
-        Ok(Ok(token)) => Ok(token),
-        Ok(Err(error)) => Err(ApiError::internal(&error.to_string())),
-        Err(join) => Err(ApiError::internal(&join.to_string())),
+    let issued = match signed {
+        Ok(Ok(issued)) => issued,
+        Ok(Err(error)) => return Err(ApiError::internal(&error.to_string())),
+        Err(join) => return Err(ApiError::internal(&join.to_string())),
+    };
+    if let Some(issued) = &issued {
+        let kid = issued.kid.as_ref().map_or("", |k| k.as_str());
+        state.metrics.tokens.with_label_values(&[region, kid]).inc();
     }
+    Ok(issued)
 }
 
 async fn select_region(
@@ -846,10 +869,28 @@ async fn get_public_key(
         )
     };
     let hash = file.strip_suffix(".pem").ok_or_else(unknown)?;
-    let pem = state.signer.public_pem(hash).ok_or_else(unknown)?;
+    let signer = state.signer.load();
+    let pem = signer.public_pem(hash).ok_or_else(unknown)?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         pem.to_owned(),
+    )
+        .into_response())
+}
+
+/// Every published key as a JWKS (RFC 7517), for Prosody versions that read one.
+async fn get_jwks(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let signer = state.signer.load();
+    let keys = signer.keyring().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_public_keys",
+            "no public keys: tokens are not RS256 (jitsi.auth is hs256 or none)",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/jwk-set+json")],
+        Json(keys.jwks()),
     )
         .into_response())
 }

@@ -2,7 +2,10 @@
 //!
 //! Everything that can be wrong with the deployment (settings, GeoIP file, key file) is found
 //! before a port is bound and reported together. On SIGINT or SIGTERM the listener stops
-//! accepting, requests in flight finish, and the prober is stopped and awaited.
+//! accepting, requests in flight finish, and the prober is stopped and awaited. On SIGHUP,
+//! [`reload`] reads credentials, the GeoIP file, the settings file and key files again; each
+//! part that fails keeps what is in service, and a request in flight keeps the signer it
+//! started with.
 
 mod http;
 
@@ -23,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
 use crate::select::{self, Ledger};
 use crate::store::{self, Store};
-use crate::token::{self, RsaKey, Signer};
+use crate::token::{self, Keyring, Signer};
 
 /// How often expired rooms are deleted.
 const ROOM_PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -36,7 +39,7 @@ const GENERATED_KEY_BITS: usize = 4096;
 pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let mut problems = Vec::new();
     let geo = Database::open(&settings.geo.database).map_err(|e| problems.push(e.to_string()));
-    let signer = signer(settings).map_err(|e| problems.push(e));
+    let signer = signer(settings).map_err(|found| problems.extend(found));
     let metrics = Metrics::new().map_err(|e| problems.push(format!("metrics: {e}")));
     let credentials = Credentials::load(&settings.server).map_err(|e| problems.extend(e));
     let store = open_store(settings).await.map_err(|e| problems.push(e));
@@ -51,7 +54,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
         health: Arc::new(ArcSwap::from_pointee(HealthSnapshot::default())),
-        signer: Arc::new(signer),
+        signer: Arc::new(ArcSwap::from_pointee(signer)),
         metrics: Arc::new(metrics),
         ready: Arc::new(AtomicBool::new(false)),
         shutting_down: AtomicBool::new(false),
@@ -132,7 +135,7 @@ async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Rec
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.
-fn signer(settings: &Settings) -> Result<Signer, String> {
+fn signer(settings: &Settings) -> Result<Signer, Vec<String>> {
     match settings.jitsi.auth {
         Auth::None => {
             tracing::warn!("jitsi.auth is none: links carry no token; only for a public Jitsi");
@@ -147,16 +150,27 @@ fn signer(settings: &Settings) -> Result<Signer, String> {
             Ok(Signer::hs256(secret.as_bytes()))
         }
         Auth::Rs256 => {
-            let path = settings.key_file();
-            if settings.jitsi.key_file.is_none() && !path.exists() {
-                generate_key(&path)?;
+            let sources = settings.key_sources();
+            let generated = settings.jitsi.key_file.is_none() && settings.jitsi.keys.is_empty();
+            if generated && !sources[0].file.exists() {
+                generate_key(&sources[0].file).map_err(|e| vec![e])?;
             }
-            warn_if_readable_by_others(&path);
-            let key = RsaKey::load(&path, settings.key_id()).map_err(|e| e.to_string())?;
-            let (kid, bits, path) = (key.kid(), key.bits(), path.display());
-            tracing::info!(%kid, bits, %path, "signing key loaded");
-            Ok(Signer::Rs256(key))
+            for source in &sources {
+                warn_if_readable_by_others(&source.file);
+            }
+            let keys = Keyring::load(&sources)?;
+            log_keys(&keys);
+            Ok(Signer::Rs256(keys))
         }
+    }
+}
+
+fn log_keys(keys: &Keyring) {
+    let signing = keys.signing().kid();
+    for key in keys.keys() {
+        let (kid, bits, fingerprint) = (key.kid(), key.bits(), key.fingerprint());
+        let signs = key.kid() == signing;
+        tracing::info!(%kid, bits, %fingerprint, signs, "key published");
     }
 }
 
@@ -170,16 +184,9 @@ fn generate_key(path: &Path) -> Result<(), String> {
 }
 
 fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        if mode & 0o077 != 0 {
-            let path = path.display();
-            tracing::warn!(%path, "key file is readable by other users; chmod 600");
-        }
+    if token::readable_by_others(path) {
+        let path = path.display();
+        tracing::warn!(%path, "key file is readable by other users; chmod 600 it");
     }
 }
 
@@ -187,6 +194,9 @@ fn warn_if_readable_by_others(path: &Path) {
 pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     let addr = listener.local_addr()?;
+    // SIGHUP is taken before the listener is announced, so an early one reloads instead of
+    // ending the process.
+    let hangups = hangup_signals();
     tracing::info!(%addr, "listening on http://{addr}");
     let (stop, stopped) = watch::channel(false);
     let prober = Prober {
@@ -202,7 +212,8 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     let span = tracing::info_span!("sync");
     let syncing = tokio::spawn(keep_in_sync(state.clone(), poll, stopped.clone()).instrument(span));
     let span = tracing::info_span!("reload");
-    let reloading = tokio::spawn(watch_for_reloads(state.clone(), stopped).instrument(span));
+    let reloading = watch_for_reloads(state.clone(), hangups, stopped);
+    let reloading = tokio::spawn(reloading.instrument(span));
     let server = &settings.server;
     let limits = http::Limits {
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
@@ -228,7 +239,8 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Re-reads what may change without a restart: the credential files and the GeoIP file.
+/// Re-reads what may change without a restart: the credential files, the signing keys and
+/// the GeoIP file. The one entry point SIGHUP calls.
 pub async fn reload(state: &AppState) {
     match Credentials::load(&state.settings.server) {
         Ok(credentials) => {
@@ -243,7 +255,43 @@ pub async fn reload(state: &AppState) {
             );
         }
     }
+    reload_keys(state).await;
     reload_geo(state).await;
+}
+
+/// Reads the settings file and the key files again and swaps in the new signer; on any
+/// problem (unreadable key, bad settings, a kid given another key) the signer in service
+/// stays, and the problem is logged and counted.
+///
+/// Known limit: of the settings file, only the token signer is taken; other settings need a
+/// restart.
+pub async fn reload_keys(state: &AppState) -> bool {
+    let (settings, current) = (state.settings.clone(), state.signer.load_full());
+    let next = tokio::task::spawn_blocking(move || next_signer(&settings, &current)).await;
+    let reloads = &state.metrics.key_reloads;
+    let problems = match next {
+        Ok(Ok(signer)) => {
+            state.signer.store(Arc::new(signer));
+            reloads.with_label_values(&["loaded"]).inc();
+            tracing::info!("signing keys reloaded");
+            return true;
+        }
+        Ok(Err(problems)) => problems.to_string(),
+        Err(join) => join.to_string(),
+    };
+    reloads.with_label_values(&["rejected"]).inc();
+    tracing::error!(problems, "keys not reloaded; the keys in service stay");
+    false
+}
+
+/// The signer the settings file asks for now, if it may follow `current`.
+fn next_signer(settings: &Settings, current: &Signer) -> Result<Signer, Problems> {
+    let next = settings.reload()?;
+    let signer = signer(&next).map_err(Problems)?;
+    if let (Some(old), Some(new)) = (current.keyring(), signer.keyring()) {
+        old.check_successor(new).map_err(|e| Problems(vec![e]))?;
+    }
+    Ok(signer)
 }
 
 /// Opens and fully verifies the GeoIP file, then swaps it in; a bad file is refused and the
@@ -289,12 +337,15 @@ fn signature(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
 }
 
 /// Reloads on SIGHUP, and when the GeoIP file is replaced, until `stop` turns true.
-async fn watch_for_reloads(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+async fn watch_for_reloads(
+    state: Arc<AppState>,
+    mut hangups: Hangups,
+    mut stop: watch::Receiver<bool>,
+) {
     let path = state.settings.geo.database.clone();
     let watch_ms = state.settings.geo.watch_ms;
     let every = Duration::from_millis(if watch_ms == 0 { 3_600_000 } else { watch_ms });
     let mut seen = signature(&path);
-    let mut hangups = hangup_signals();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {
@@ -366,6 +417,36 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown signal received");
+}
+
+/// What `geobridge prosody-config` prints for these settings.
+pub fn prosody_config(
+    settings: &Settings,
+    key_server: Option<String>,
+    domain: Option<String>,
+) -> String {
+    use crate::token::{ProsodyHost, Verification};
+    let jitsi = &settings.jitsi;
+    let verification = match jitsi.auth {
+        Auth::Rs256 => Verification::KeyServer(
+            key_server.unwrap_or_else(|| format!("http://{}/asap", settings.server.listen)),
+        ),
+        Auth::Hs256 => Verification::SharedSecret,
+        Auth::None => Verification::None,
+    };
+    let host_of_url = || {
+        let rest = jitsi
+            .url
+            .split_once("://")
+            .map_or(&*jitsi.url, |(_, rest)| rest);
+        rest.split(['/', ':']).next().unwrap_or(rest).to_owned()
+    };
+    token::prosody_config(&ProsodyHost {
+        domain: domain.unwrap_or_else(host_of_url),
+        app_id: jitsi.issuer.clone(),
+        audience: jitsi.audience.clone(),
+        verification,
+    })
 }
 
 /// What `geobridge lookup` prints for one address, assuming every bridge is healthy.

@@ -5,7 +5,7 @@
 //! each naming its setting, so an operator fixes a config in one pass. The Code With Me lobby's
 //! variable names `JITSI_URL` and `JITSI_RSA_JWT_KEY_FILE` work as they did there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::catalog::{self, Bridge, Catalog, Region, RegionId, Shard, ShardId};
 use crate::geo::CountryCode;
 use crate::probe;
 use crate::select::{Policy, WhenAllDown};
-use crate::token::KeyId;
+use crate::token::{self, KeyId, KeySource};
 
 /// The example configuration shipped in `data/`, used when no file is given.
 pub const EXAMPLE: &str = include_str!("../data/geobridge.example.toml");
@@ -359,6 +359,39 @@ pub struct Jitsi {
     /// Put before every generated room name.
     #[serde(default)]
     pub room_prefix: String,
+    /// `context.features` of every token, such as `recording = false`.
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
+    /// `[[jitsi.keys]]`: several RS256 keys, one signing; replaces `key_file` and `key_id`.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+}
+
+/// One `[[jitsi.keys]]` entry: a key published under its kid, maybe the signing one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// The kid Prosody knows the key by.
+    pub kid: String,
+    /// PKCS#1 or PKCS#8 PEM private key file.
+    pub file: PathBuf,
+    /// True for the one key that signs new tokens; the others are only published.
+    #[serde(default)]
+    pub signing: bool,
+}
+
+impl Jitsi {
+    /// The claims every token of this deployment carries besides user, room and region.
+    pub fn token_profile(&self) -> token::Profile {
+        token::Profile {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            subject: self.subject.clone(),
+            lifetime_seconds: self.token_lifetime_seconds,
+            nbf_margin_seconds: self.nbf_margin_seconds,
+            features: self.features.clone(),
+        }
+    }
 }
 
 fn default_jitsi_url() -> String {
@@ -455,6 +488,23 @@ pub struct Settings {
     /// Regions, bridges and pins, as one checked value.
     #[serde(skip)]
     pub catalog: Catalog,
+    /// The file and environment these settings were read from, to read them again.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where settings came from: `reload` reads the same file with the same environment.
+#[derive(Clone, Default)]
+pub struct Origin {
+    file: Option<PathBuf>,
+    env: HashMap<String, String>,
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The environment holds secrets: show the file only.
+        write!(f, "Origin {{ file: {:?} }}", self.file)
+    }
 }
 
 /// Every problem found, each naming its setting.
@@ -487,9 +537,40 @@ impl Settings {
         apply_env(&mut table, env, &mut problems);
         let settings = from_table(source, table, &mut problems);
         match settings {
-            Some(settings) if problems.is_empty() => Ok(settings),
+            Some(mut settings) if problems.is_empty() => {
+                settings.origin = Origin {
+                    file: file.map(Path::to_owned),
+                    env: env.clone(),
+                };
+                Ok(settings)
+            }
             _ => Err(Problems(problems)),
         }
+    }
+
+    /// Reads the same file with the same environment again, for a reload on SIGHUP.
+    pub fn reload(&self) -> Result<Settings, Problems> {
+        Settings::load(self.origin.file.as_deref(), &self.origin.env)
+    }
+
+    /// The RS256 keys: `[[jitsi.keys]]`, or else the one `key_file` under `key_id`.
+    pub fn key_sources(&self) -> Vec<KeySource> {
+        if self.jitsi.keys.is_empty() {
+            return vec![KeySource {
+                kid: self.key_id(),
+                file: self.key_file(),
+                signing: true,
+            }];
+        }
+        self.jitsi
+            .keys
+            .iter()
+            .map(|entry| KeySource {
+                kid: KeyId::parse(&entry.kid).expect("checked when the settings were loaded"),
+                file: entry.file.clone(),
+                signing: entry.signing,
+            })
+            .collect()
     }
 
     /// The key id, checked at load.
@@ -653,6 +734,7 @@ fn from_table(
         store,
         rooms,
         catalog,
+        origin: Origin::default(),
     })
 }
 
@@ -814,6 +896,8 @@ fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {
             jitsi.room_prefix
         ));
     }
+    problems.extend(key_problems(jitsi));
+    problems.extend(feature_problems(&jitsi.features));
     if jitsi.auth == Auth::Hs256
         && jitsi
             .app_secret
@@ -826,6 +910,55 @@ fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {
         );
     }
     problems
+}
+
+fn key_problems(jitsi: &Jitsi) -> Vec<String> {
+    let mut problems = Vec::new();
+    if jitsi.keys.is_empty() {
+        return problems;
+    }
+    if jitsi.key_file.is_some() {
+        problems.push(
+            "jitsi.keys: set either [[jitsi.keys]] or jitsi.key_file (JITSI_RSA_JWT_KEY_FILE), \
+             not both"
+                .to_owned(),
+        );
+    }
+    for entry in &jitsi.keys {
+        if let Err(why) = KeyId::parse(&entry.kid) {
+            problems.push(format!("jitsi.keys: {why}"));
+        }
+    }
+    let signing: Vec<&str> = jitsi
+        .keys
+        .iter()
+        .filter(|k| k.signing)
+        .map(|k| k.kid.as_str())
+        .collect();
+    if signing.len() != 1 {
+        problems.push(format!(
+            "jitsi.keys: exactly one key needs signing = true; found {} ({})",
+            signing.len(),
+            signing.join(", ")
+        ));
+    }
+    problems
+}
+
+fn feature_problems(features: &BTreeMap<String, bool>) -> Vec<String> {
+    features
+        .keys()
+        .filter(|name| {
+            name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(|name| {
+            format!("jitsi.features: '{name}' must be 1-64 characters of a-z, 0-9, '-', '_', '.'")
+        })
+        .collect()
 }
 
 /// Checks a Jitsi web URL: http(s), a host, no query or fragment.
@@ -939,5 +1072,55 @@ mod tests {
         let shown = format!("{s:?} {}", toml::to_string(&s).expect("serialises"));
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("<set>"));
+    }
+
+    /// Without `[[jitsi.keys]]`, the one key is `key_file` under `key_id`, signing.
+    #[test]
+    fn single_key_from_the_lobby_variables() {
+        let e = env(&[
+            ("JITSI_RSA_JWT_KEY_FILE", "/k.pem"),
+            ("GEOBRIDGE_JITSI_KEY_ID", "ops"),
+        ]);
+        let sources = Settings::load(None, &e).expect("valid").key_sources();
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].kid.as_str(), "ops");
+        assert_eq!(sources[0].file, PathBuf::from("/k.pem"));
+        assert!(sources[0].signing);
+    }
+
+    /// `[[jitsi.keys]]` and features are checked: one signing key, valid kids, not mixed
+    /// with `key_file`, feature names without spaces.
+    #[test]
+    fn key_list_and_features_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("g.toml");
+        let keys = "\n[[jitsi.keys]]\nkid = \"a\"\nfile = \"/a.pem\"\n\
+                    \n[[jitsi.keys]]\nkid = \"b c\"\nfile = \"/b.pem\"\n\
+                    \n[jitsi.features]\n\"screen sharing\" = true\n";
+        std::fs::write(&file, format!("{EXAMPLE}{keys}")).expect("write");
+        let e = env(&[("JITSI_RSA_JWT_KEY_FILE", "/k.pem")]);
+        let all = Settings::load(Some(&file), &e)
+            .expect_err("invalid")
+            .0
+            .join("\n");
+        assert!(all.contains("found 0"), "{all}");
+        assert!(all.contains("key id 'b c'"), "{all}");
+        assert!(all.contains("not both"), "{all}");
+        assert!(all.contains("jitsi.features: 'screen sharing'"), "{all}");
+
+        let good = "\n[[jitsi.keys]]\nkid = \"old\"\nfile = \"/a.pem\"\n\
+                    \n[[jitsi.keys]]\nkid = \"new\"\nfile = \"/b.pem\"\nsigning = true\n";
+        std::fs::write(&file, format!("{EXAMPLE}{good}")).expect("write");
+        let settings = Settings::load(Some(&file), &HashMap::new()).expect("valid");
+        let sources = settings.key_sources();
+        let signing: Vec<_> = sources
+            .iter()
+            .map(|s| (s.kid.as_str(), s.signing))
+            .collect();
+        assert_eq!(signing, [("old", false), ("new", true)]);
+        assert_eq!(
+            settings.reload().expect("reads again").key_sources(),
+            sources
+        );
     }
 }

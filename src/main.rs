@@ -43,6 +43,15 @@ enum Command {
     },
     /// Validate the settings and print them, secrets masked.
     CheckConfig,
+    /// Print the lines for Prosody's config: token authentication against this service.
+    ProsodyConfig {
+        /// Where Prosody reaches geobridge's key URL; `http://<server.listen>/asap` if absent.
+        #[arg(long)]
+        key_server: Option<String>,
+        /// The Jitsi VirtualHost; the host of `jitsi.url` if absent.
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +73,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Lookup { ips } => lookup(&settings, &ips),
+        Command::ProsodyConfig { key_server, domain } => {
+            print!("{}", app::prosody_config(&settings, key_server, domain));
+            ExitCode::SUCCESS
+        }
         Command::Keygen { .. } => unreachable!("handled above"),
     }
 }

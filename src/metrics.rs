@@ -56,6 +56,8 @@ pub struct Metrics {
     pub degraded_decisions: IntCounterVec,
     /// Build information.
     build_info: IntGaugeVec,
+    /// Signing key reloads by outcome.
+    pub key_reloads: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -185,6 +187,13 @@ impl Metrics {
                 opts("build_info", "Always 1; the version is a label."),
                 &["version"],
             )?,
+            key_reloads: IntCounterVec::new(
+                opts(
+                    "key_reloads_total",
+                    "Signing key reloads by outcome (loaded, rejected: the old keys stay).",
+                ),
+                &["outcome"],
+            )?,
         };
         m.registry.register(Box::new(m.http_requests.clone()))?;
         m.registry.register(Box::new(m.http_duration.clone()))?;
@@ -208,6 +217,10 @@ impl Metrics {
         m.registry
             .register(Box::new(m.degraded_decisions.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry.register(Box::new(m.key_reloads.clone()))?;
+        for outcome in ["loaded", "rejected"] {
+            m.key_reloads.with_label_values(&[outcome]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

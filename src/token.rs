@@ -1,26 +1,31 @@
-//! Jitsi tokens: signing keys, claims, the public key Prosody fetches, key files.
+//! Jitsi tokens: signing keys, claims, the public keys Prosody fetches, key files.
 //!
 //! Tokens are JWS compact strings that Prosody's token plugin accepts: RS256 with a `kid`
 //! (Prosody fetches `<asap_key_server>/<sha256 hex of kid>.pem`) or HS256 with a shared
-//! secret. The RSA key is parsed once at start-up and signed with by aws-lc, whose speed is
-//! close to OpenSSL's; PKCS#1 and PKCS#8 PEM files are read, PKCS#8 is written.
+//! secret. RSA keys are parsed once and signed with by aws-lc, whose speed is close to
+//! OpenSSL's. The claims' issuer, audience and subject come from a [`Profile`] the caller
+//! passes, so each shard of a deployment can have its own.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::KeyPair as _;
-use aws_lc_rs::{hmac, rand::SystemRandom, rsa, signature};
+use aws_lc_rs::hmac;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::room::User;
 
-/// Smallest RSA modulus accepted for signing.
-pub const MIN_RSA_BITS: usize = 2048;
+mod key;
+mod keyring;
+mod prosody;
+
+pub use key::write_private_pem;
+pub use key::{KeyError, MIN_RSA_BITS, RsaKey, generate_pem, readable_by_others};
+pub use keyring::{KeySource, Keyring};
+pub use prosody::{ProsodyHost, Verification, prosody_config};
 
 /// A key id (`kid`), such as `CWMKey`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -60,215 +65,36 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// Why a key file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// The file could not be read or written.
-    #[error("key file '{path}': {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file's contents are not a usable private key.
-    #[error("key file '{path}': {why}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and what would be right.
-        why: String,
-    },
-}
-
-/// An RSA signing key with its published half.
-pub struct RsaKey {
-    kid: KeyId,
-    pair: rsa::KeyPair,
-    public_pem: String,
-}
-
-impl fmt::Debug for RsaKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print key material.
-        write!(f, "RsaKey {{ kid: {}, bits: {} }}", self.kid, self.bits())
-    }
-}
-
-impl RsaKey {
-    /// Reads a PKCS#1 or PKCS#8 PEM private key file.
-    pub fn load(path: &Path, kid: KeyId) -> Result<RsaKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        RsaKey::from_pem(&text, kid).map_err(|why| KeyError::Invalid {
-            path: path.to_owned(),
-            why,
-        })
-    }
-
-    /// Parses a PKCS#1 or PKCS#8 PEM private key.
-    pub fn from_pem(text: &str, kid: KeyId) -> Result<RsaKey, String> {
-        let (label, der) = pem_block(text)?;
-        let pair = match label.as_str() {
-            "RSA PRIVATE KEY" => rsa::KeyPair::from_der(&der),
-            "PRIVATE KEY" => rsa::KeyPair::from_pkcs8(&der),
-            _ => return Err(wrong_label(&label)),
-        }
-        .map_err(|e| format!("not a valid RSA private key ({e})"))?;
-        let bits = pair.public_modulus_len() * 8;
-        if bits < MIN_RSA_BITS {
-            return Err(format!(
-                "RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed"
-            ));
-        }
-        let spki = pair
-            .public_key()
-            .as_der()
-            .map_err(|_| "cannot encode the public key")?;
-        let public_pem = pem_encode("PUBLIC KEY", spki.as_ref());
-        Ok(RsaKey {
-            kid,
-            pair,
-            public_pem,
-        })
-    }
-
-    /// The key id.
-    pub fn kid(&self) -> &KeyId {
-        &self.kid
-    }
-
-    /// Modulus size.
-    pub fn bits(&self) -> usize {
-        self.pair.public_modulus_len() * 8
-    }
-
-    /// The public key as SPKI PEM (`BEGIN PUBLIC KEY`), what Prosody fetches.
-    pub fn public_pem(&self) -> &str {
-        &self.public_pem
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mut signature = vec![0; self.pair.public_modulus_len()];
-        let rng = SystemRandom::new();
-        self.pair
-            .sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut signature)
-            .map_err(|_| SignError)?;
-        Ok(signature)
-    }
-}
-
-fn wrong_label(label: &str) -> String {
-    match label {
-        "ENCRYPTED PRIVATE KEY" => {
-            "the key is encrypted; geobridge needs it unencrypted (file mode 0600)".to_owned()
-        }
-        "PUBLIC KEY" | "RSA PUBLIC KEY" => {
-            "this is a public key; give the private key (BEGIN PRIVATE KEY)".to_owned()
-        }
-        "OPENSSH PRIVATE KEY" => {
-            "OpenSSH format; convert with `ssh-keygen -p -m PEM -f FILE` or run `geobridge keygen`"
-                .to_owned()
-        }
-        other => format!("PEM block '{other}' is not an RSA private key"),
-    }
-}
-
-/// Finds the first PEM block and decodes it; refuses encrypted PKCS#1 files.
-fn pem_block(text: &str) -> Result<(String, Vec<u8>), String> {
-    let start = text
-        .find("-----BEGIN ")
-        .ok_or("no PEM block (-----BEGIN ...) found")?;
-    let rest = &text[start + 11..];
-    let label_end = rest.find("-----").ok_or("unterminated PEM header")?;
-    let label = rest[..label_end].to_owned();
-    let body = &rest[label_end + 5..];
-    let end = body
-        .find(&format!("-----END {label}-----"))
-        .ok_or_else(|| format!("PEM block '{label}' has no END line"))?;
-    let body = &body[..end];
-    if body.contains("Proc-Type:") || body.contains("DEK-Info:") {
-        return Err("the key is encrypted; geobridge needs it unencrypted (file mode 0600)".into());
-    }
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD
-        .decode(b64)
-        .map_err(|e| format!("PEM body is not base64 ({e})"))?;
-    Ok((label, der))
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Generates an RSA private key as PKCS#8 PEM; `bits` is 2048, 3072, 4096 or 8192.
-pub fn generate_pem(bits: usize) -> Result<String, String> {
-    let size = match bits {
-        2048 => rsa::KeySize::Rsa2048,
-        3072 => rsa::KeySize::Rsa3072,
-        4096 => rsa::KeySize::Rsa4096,
-        8192 => rsa::KeySize::Rsa8192,
-        other => {
-            return Err(format!(
-                "{other} bits is not offered; use 2048, 3072, 4096 or 8192"
-            ));
-        }
-    };
-    let pair = rsa::KeyPair::generate(size).map_err(|_| "key generation failed".to_owned())?;
-    let der = pair
-        .as_der()
-        .map_err(|_| "cannot encode the new key".to_owned())?;
-    Ok(pem_encode("PRIVATE KEY", der.as_ref()))
-}
-
-/// Writes `pem` to a new file readable by its owner only; never overwrites.
-pub fn write_private_pem(path: &Path, pem: &str) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)
-}
-
 /// `geobridge keygen`: writes a new key and says what to do next.
 pub fn keygen_report(out: &Path, bits: usize, kid: &str) -> Result<String, String> {
     let kid = KeyId::parse(kid)?;
     let pem = generate_pem(bits)?;
     write_private_pem(out, &pem).map_err(|e| e.to_string())?;
     let key = RsaKey::from_pem(&pem, kid.clone())?;
+    let (path, hash) = (out.display(), kid.hash());
     Ok(format!(
-        "wrote {bits}-bit private key to {} (mode 0600)\n\n{}\nkey id: {kid}\n\
-         Prosody fetches this key from: <asap_key_server>/{}.pem\n\n\
+        "wrote {bits}-bit private key to {path} (mode 0600)\n\n{}\nkey id: {kid}\n\
+         Prosody fetches this key from: <asap_key_server>/{hash}.pem\n\n\
          next steps:\n\
-         1. start geobridge with JITSI_RSA_JWT_KEY_FILE={} and GEOBRIDGE_JITSI_KEY_ID={kid}\n\
-         2. in Prosody's VirtualHost: authentication = \"token\", app_id = \"CodeWithMe\",\n\
-         \x20  asap_key_server = \"http://<geobridge host>:<port>/asap\"",
-        out.display(),
+         1. first key: start geobridge with\n\
+         \x20  JITSI_RSA_JWT_KEY_FILE={path} GEOBRIDGE_JITSI_KEY_ID={kid} geobridge serve\n\
+         \x20  rotation: add it to geobridge.toml as a published key and send SIGHUP:\n\
+         \x20    [[jitsi.keys]]\n\
+         \x20    kid = \"{kid}\"\n\
+         \x20    file = \"{path}\"\n\
+         \x20  then move `signing = true` to it and send SIGHUP again; drop the old key once\n\
+         \x20  jitsi.token_lifetime_seconds have passed (see README.md, \"Rotating keys\")\n\
+         2. print the lines for Prosody's config: geobridge prosody-config\n\
+         3. check that Prosody can fetch the key:\n\
+         \x20  curl http://<geobridge host>:<port>/asap/{hash}.pem",
         key.public_pem(),
-        kid.hash(),
-        out.display(),
     ))
 }
 
 /// How tokens are made.
 pub enum Signer {
-    /// RS256 with a key id.
-    Rs256(RsaKey),
+    /// RS256: the keyring's signing key signs, every key of it is published.
+    Rs256(Keyring),
     /// HS256 with Prosody's `app_secret`.
     Hs256(Box<hmac::Key>),
     /// No token: a public Jitsi.
@@ -278,7 +104,7 @@ pub enum Signer {
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Signer::Rs256(key) => write!(f, "Rs256({key:?})"),
+            Signer::Rs256(keys) => write!(f, "Rs256({keys:?})"),
             Signer::Hs256(_) => f.write_str("Hs256(<secret>)"),
             Signer::None => f.write_str("None"),
         }
@@ -290,34 +116,68 @@ impl fmt::Debug for Signer {
 #[error("signing failed")]
 pub struct SignError;
 
+/// A signed token and what a caller reports about it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The JWS compact string.
+    pub token: String,
+    /// The kid that signed it (RS256 only).
+    pub kid: Option<KeyId>,
+    /// `exp`, seconds since 1970.
+    pub expires_at: u64,
+}
+
 impl Signer {
     /// A signer for HS256 with this shared secret.
     pub fn hs256(secret: &[u8]) -> Signer {
         Signer::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
-    /// The key id put in tokens, when there is one.
+    /// The key id new tokens carry, when there is one.
     pub fn kid(&self) -> Option<&KeyId> {
         match self {
-            Signer::Rs256(key) => Some(key.kid()),
+            Signer::Rs256(keys) => Some(keys.signing().kid()),
+            _ => None,
+        }
+    }
+
+    /// The keyring, in RS256 mode.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        match self {
+            Signer::Rs256(keys) => Some(keys),
             _ => None,
         }
     }
 
     /// The published public key whose id hashes to `hash`, as PEM.
     pub fn public_pem(&self, hash: &str) -> Option<&str> {
-        match self {
-            Signer::Rs256(key) if key.kid().hash() == hash => Some(key.public_pem()),
-            _ => None,
-        }
+        self.keyring().and_then(|keys| keys.public_pem(hash))
+    }
+
+    /// Signs the claims `profile` and `grant` make at time `now`; `Ok(None)` in no-token mode.
+    pub fn issue(
+        &self,
+        profile: &Profile,
+        grant: &Grant<'_>,
+        now: u64,
+    ) -> Result<Option<Issued>, SignError> {
+        let claims = Claims::new(profile, grant, now);
+        let Some(token) = self.sign(&claims)? else {
+            return Ok(None);
+        };
+        Ok(Some(Issued {
+            token,
+            kid: self.kid().cloned(),
+            expires_at: claims.exp,
+        }))
     }
 
     /// Signs `claims`; `Ok(None)` in no-token mode.
     pub fn sign(&self, claims: &Claims<'_>) -> Result<Option<String>, SignError> {
         let header = match self {
-            Signer::Rs256(key) => {
-                serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key.kid().as_str()})
-            }
+            Signer::Rs256(keys) => serde_json::json!(
+                {"alg": "RS256", "typ": "JWT", "kid": keys.signing().kid().as_str()}
+            ),
             Signer::Hs256(_) => serde_json::json!({"alg": "HS256", "typ": "JWT"}),
             Signer::None => return Ok(None),
         };
@@ -327,7 +187,7 @@ impl Signer {
         jws.push('.');
         jws.push_str(&URL_SAFE_NO_PAD.encode(payload));
         let signature = match self {
-            Signer::Rs256(key) => key.sign(jws.as_bytes())?,
+            Signer::Rs256(keys) => keys.signing().sign(jws.as_bytes())?,
             Signer::Hs256(secret) => hmac::sign(secret, jws.as_bytes()).as_ref().to_vec(),
             Signer::None => return Ok(None),
         };
@@ -335,6 +195,45 @@ impl Signer {
         jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(Some(jws))
     }
+}
+
+/// What every token of one Jitsi deployment (or shard) says besides the user and room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// `iss`: Prosody's `app_id`, exact and case-sensitive.
+    pub issuer: String,
+    /// `aud`; `jitsi` by convention.
+    pub audience: String,
+    /// `sub`: the XMPP domain, or `*`.
+    pub subject: String,
+    /// Time from issue to `exp`.
+    pub lifetime_seconds: u64,
+    /// How far `nbf` is backdated; Prosody allows no clock skew.
+    pub nbf_margin_seconds: u64,
+    /// `context.features`, such as `recording = false`; left out when empty.
+    pub features: BTreeMap<String, bool>,
+}
+
+/// Whether the token's user runs the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The room's host: a moderator, affiliation `owner`.
+    Host,
+    /// Anyone else: not a moderator, affiliation `member`.
+    Guest,
+}
+
+/// Who may join which room, and the region chosen for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// The user.
+    pub user: &'a User,
+    /// Host or guest.
+    pub role: Role,
+    /// The room, exactly as the client joins it.
+    pub room: &'a str,
+    /// The region geobridge chose for this user.
+    pub region: &'a str,
 }
 
 /// The claims Prosody's token plugin checks, plus the user and the chosen region.
@@ -358,13 +257,53 @@ pub struct Claims<'a> {
     pub context: Context<'a>,
 }
 
+impl<'a> Claims<'a> {
+    /// The claims for `grant` under `profile`, issued at `now` (seconds since 1970).
+    pub fn new(profile: &'a Profile, grant: &Grant<'a>, now: u64) -> Claims<'a> {
+        let host = grant.role == Role::Host;
+        Claims {
+            iss: &profile.issuer,
+            aud: &profile.audience,
+            sub: &profile.subject,
+            room: grant.room,
+            exp: now + profile.lifetime_seconds,
+            nbf: now.saturating_sub(profile.nbf_margin_seconds),
+            iat: now,
+            context: Context {
+                user: TokenUser {
+                    user: grant.user,
+                    moderator: host,
+                    affiliation: if host { "owner" } else { "member" },
+                },
+                features: &profile.features,
+                region: grant.region,
+            },
+        }
+    }
+}
+
 /// The `context` claim.
 #[derive(Debug, Clone, Serialize)]
 pub struct Context<'a> {
-    /// The user, as Jitsi shows them.
-    pub user: &'a User,
+    /// The user, as Jitsi shows them, with their standing in the room.
+    pub user: TokenUser<'a>,
+    /// Jitsi features the user may use.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: &'a BTreeMap<String, bool>,
     /// The region geobridge chose.
     pub region: &'a str,
+}
+
+/// `context.user`: the lobby's user details plus Jitsi's moderator fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenUser<'a> {
+    /// Id, name, e-mail, avatar.
+    #[serde(flatten)]
+    pub user: &'a User,
+    /// True for the host: Jitsi's token plugins make the user a moderator.
+    pub moderator: bool,
+    /// `owner` for the host, `member` otherwise.
+    pub affiliation: &'static str,
 }
 
 #[cfg(test)]
@@ -383,39 +322,76 @@ mod tests {
         assert!(KeyId::parse("").is_err());
     }
 
-    /// Wrong kinds of PEM are refused with a message saying what to give instead.
-    #[test]
-    fn wrong_pem_kinds_are_explained() {
-        let kid = || KeyId::parse("k").expect("valid");
-        let public = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
-        let err = RsaKey::from_pem(public, kid()).expect_err("public key refused");
-        assert!(err.contains("public key"), "{err}");
-        let enc =
-            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----";
-        assert!(
-            RsaKey::from_pem(enc, kid())
-                .expect_err("refused")
-                .contains("encrypted")
-        );
-        assert!(
-            RsaKey::from_pem("hello", kid())
-                .expect_err("refused")
-                .contains("no PEM")
-        );
-        let junk = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(
-            RsaKey::from_pem(junk, kid())
-                .expect_err("refused")
-                .contains("not a valid")
-        );
+    fn profile() -> Profile {
+        Profile {
+            issuer: "CodeWithMe".to_owned(),
+            audience: "jitsi".to_owned(),
+            subject: "*".to_owned(),
+            lifetime_seconds: 600,
+            nbf_margin_seconds: 30,
+            features: BTreeMap::from([("recording".to_owned(), false)]),
+        }
     }
 
-    /// A generated key loads back, is 2048 bits, and its public half is SPKI PEM.
+    fn payload(token: &str) -> serde_json::Value {
+        let middle = token.split('.').nth(1).expect("three segments");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(middle).expect("base64url")).expect("json")
+    }
+
+    /// A host is moderator and owner, a guest neither; the profile's claims and times are used.
     #[test]
-    fn generated_key_round_trips() {
-        let pem = generate_pem(2048).expect("generated");
-        let key = RsaKey::from_pem(&pem, KeyId::parse("k").expect("valid")).expect("loads");
-        assert_eq!(key.bits(), 2048);
-        assert!(key.public_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    fn roles_and_profile_reach_the_claims() {
+        let user = User {
+            id: "u1".to_owned(),
+            name: "Zoë 日本 🚀".to_owned(),
+            email: None,
+            avatar: None,
+        };
+        let signer = Signer::hs256(b"secret");
+        let profile = profile();
+        let grant = |role| Grant {
+            user: &user,
+            role,
+            room: "r1",
+            region: "eu-west",
+        };
+        let host = signer
+            .issue(&profile, &grant(Role::Host), 1000)
+            .expect("signs");
+        let host = host.expect("a token");
+        assert_eq!(host.expires_at, 1600);
+        let claims = payload(&host.token);
+        assert_eq!(claims["context"]["user"]["moderator"], true);
+        assert_eq!(claims["context"]["user"]["affiliation"], "owner");
+        assert_eq!(claims["context"]["user"]["name"], "Zoë 日本 🚀");
+        assert_eq!(claims["context"]["features"]["recording"], false);
+        assert_eq!(
+            (claims["nbf"].as_u64(), claims["exp"].as_u64()),
+            (Some(970), Some(1600))
+        );
+        let guest = signer
+            .issue(&profile, &grant(Role::Guest), 1000)
+            .expect("signs");
+        let claims = payload(&guest.expect("a token").token);
+        assert_eq!(claims["context"]["user"]["moderator"], false);
+        assert_eq!(claims["context"]["user"]["affiliation"], "member");
+        let no_features = Profile {
+            features: BTreeMap::new(),
+            ..profile
+        };
+        let plain = signer
+            .issue(&no_features, &grant(Role::Guest), 1000)
+            .expect("signs");
+        assert!(
+            payload(&plain.expect("a token").token)["context"]
+                .get("features")
+                .is_none()
+        );
+        assert!(
+            Signer::None
+                .issue(&no_features, &grant(Role::Host), 1)
+                .expect("ok")
+                .is_none()
+        );
     }
 }

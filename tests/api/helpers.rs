@@ -213,6 +213,11 @@ impl App {
         );
     }
 
+    /// The configuration file the app was started with; rewrite it, then `hangup`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("geobridge.toml")
+    }
+
     /// The health entry of one bridge from `GET /v1/regions`.
     pub async fn bridge_health(&self, id: &str) -> Value {
         let request = self.authed(reqwest::Method::GET, "/v1/regions", &self.admin);

@@ -3,7 +3,9 @@
 mod cli;
 mod errors;
 mod helpers;
+mod keys;
 mod probing;
+mod prosody;
 mod registry;
 mod resilience;
 mod rooms;
@@ -11,3 +13,4 @@ mod scenarios;
 mod scripted;
 mod select;
 mod store;
+mod verify;

@@ -1,10 +1,12 @@
-//! Rooms and tokens, each token checked by the `openssl` command line, not by our code.
+//! Rooms and tokens, each token checked by the `openssl` command line and by PyJWT, not by
+//! our code.
 
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, b64url, run, spawn_app};
+use crate::helpers::{Options, run, spawn_app};
+use crate::verify::{Expect, Key, openssl_verifies, parts, pyjwt, sha256_hex, verify_answer};
 
 fn now() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -14,35 +16,6 @@ fn now() -> i64 {
 fn host_request(ip: &str) -> Value {
     json!({"user": {"id": "u-42", "name": "Zoë Ångström 日本", "email": "zoe@example.com"},
            "client_ip": ip})
-}
-
-/// Splits a token into (header, claims, signing input, signature).
-fn parts(token: &str) -> (Value, Value, String, Vec<u8>) {
-    let pieces: Vec<&str> = token.split('.').collect();
-    assert_eq!(pieces.len(), 3, "three segments: {token}");
-    let header = serde_json::from_slice(&b64url(pieces[0])).expect("header JSON");
-    let claims = serde_json::from_slice(&b64url(pieces[1])).expect("claims JSON");
-    (
-        header,
-        claims,
-        format!("{}.{}", pieces[0], pieces[1]),
-        b64url(pieces[2]),
-    )
-}
-
-/// Verifies an RS256 signature with `openssl dgst`.
-fn openssl_verifies(dir: &std::path::Path, pem: &str, input: &str, signature: &[u8]) -> bool {
-    let (key, data, sig) = (dir.join("pub.pem"), dir.join("data"), dir.join("sig"));
-    std::fs::write(&key, pem).expect("write key");
-    std::fs::write(&data, input).expect("write data");
-    std::fs::write(&sig, signature).expect("write sig");
-    let (ok, out, _) = run(Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&key)
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&data));
-    ok && out.contains("Verified OK")
 }
 
 /// Asserts the claims Prosody's token plugin checks, as DESIGN.md states them.
@@ -68,11 +41,17 @@ fn assert_prosody_claims(claims: &Value, room: &str, region: &str) {
     assert_eq!(exp - iat, 3600, "default lifetime");
     assert_eq!(claims["context"]["user"]["name"], "Zoë Ångström 日本");
     assert_eq!(claims["context"]["user"]["id"], "u-42");
+    assert_eq!(
+        claims["context"]["user"]["moderator"], true,
+        "the host moderates"
+    );
+    assert_eq!(claims["context"]["user"]["affiliation"], "owner");
     assert_eq!(claims["context"]["region"], region);
 }
 
 /// A room for a UK user: eu-west, a valid link, and an RS256 token that openssl verifies
-/// against the key geobridge publishes at the URL Prosody would fetch.
+/// against the key geobridge publishes at the URL Prosody would fetch, and PyJWT verifies
+/// against the JWKS document.
 #[tokio::test]
 async fn room_token_verifies_with_openssl() {
     let app = spawn_app(Options::default()).await;
@@ -126,6 +105,98 @@ async fn room_token_verifies_with_openssl() {
     let unknown = app.get(&format!("/asap/{}.pem", "0".repeat(64))).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json["error"]["code"], "unknown_key");
+
+    let decoded = verify_answer(&app, body).await;
+    assert_eq!(decoded["context"]["user"]["name"], "Zoë Ångström 日本");
+    let jwks = app.get("/.well-known/jwks.json").await.json;
+    let only = &jwks["keys"][0];
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (&only["kty"], &only["alg"], &only["use"], &only["kid"]),
+        (
+            &json!("RSA"),
+            &json!("RS256"),
+            &json!("sig"),
+            &json!("CWMKey")
+        )
+    );
+    assert_eq!(only["e"], "AQAB");
+    // PyJWT can fail too: a token for another room, or with a changed claim, is rejected.
+    let other_room = pyjwt(
+        app.dir.path(),
+        Key::Jwks(&jwks.to_string()),
+        &Expect::room("x"),
+        token,
+    );
+    assert!(other_room.expect_err("wrong room").contains("room"));
+    let (head, rest) = token.split_once('.').expect("segments");
+    let tampered = format!("{head}.e{rest}");
+    let expect = Expect::room(room);
+    assert!(
+        pyjwt(
+            app.dir.path(),
+            Key::Jwks(&jwks.to_string()),
+            &expect,
+            &tampered
+        )
+        .is_err()
+    );
+}
+
+/// Every claim follows the settings: issuer, audience, subject, lifetime, nbf margin and
+/// features; PyJWT accepts the token with those values and openssl verifies it.
+#[tokio::test]
+async fn claims_follow_the_settings() {
+    let options = Options {
+        extra_toml: "\n[jitsi.features]\nrecording = false\nlivestreaming = true\n".to_owned(),
+        ..Options::default()
+    }
+    .env("GEOBRIDGE_JITSI_ISSUER", "Lobby-Prod")
+    .env("GEOBRIDGE_JITSI_AUDIENCE", "meet")
+    .env("GEOBRIDGE_JITSI_SUBJECT", "meet.jitsi")
+    .env("GEOBRIDGE_TOKEN_LIFETIME_SECONDS", "600")
+    .env("GEOBRIDGE_NBF_MARGIN_SECONDS", "90");
+    let app = spawn_app(options).await;
+    let answer = app.create_room(&host_request("81.2.69.142")).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let (token, room) = (answer.json["token"].as_str(), answer.json["room"].as_str());
+    let (token, room) = (token.expect("token"), room.expect("room"));
+    let jwks = app.get("/.well-known/jwks.json").await.text;
+    let expect = Expect {
+        iss: "Lobby-Prod",
+        aud: "meet",
+        room,
+    };
+    let claims = pyjwt(app.dir.path(), Key::Jwks(&jwks), &expect, token).expect("PyJWT accepts");
+    assert_eq!(claims["sub"], "meet.jitsi");
+    let (iat, exp, nbf) = (&claims["iat"], &claims["exp"], &claims["nbf"]);
+    let (iat, exp, nbf) = (iat.as_i64(), exp.as_i64(), nbf.as_i64());
+    let iat = iat.expect("iat");
+    assert_eq!((exp, nbf), (Some(iat + 600), Some(iat - 90)));
+    assert_eq!(
+        claims["context"]["features"],
+        json!({"livestreaming": true, "recording": false})
+    );
+    let wrong_issuer = pyjwt(app.dir.path(), Key::Jwks(&jwks), &Expect::room(room), token);
+    assert!(
+        wrong_issuer
+            .expect_err("iss must be exact")
+            .contains("Issuer")
+    );
+    verify_rs256_openssl_only(&app, token).await;
+}
+
+/// The openssl half of `verify_rs256`, for tokens whose claims differ from the defaults.
+async fn verify_rs256_openssl_only(app: &crate::helpers::App, token: &str) {
+    let (header, _, input, signature) = parts(token);
+    let kid = header["kid"].as_str().expect("kid");
+    let key = app.get(&format!("/asap/{}.pem", sha256_hex(kid))).await;
+    assert!(openssl_verifies(
+        app.dir.path(),
+        &key.text,
+        &input,
+        &signature
+    ));
 }
 
 /// Room names differ between calls.
@@ -178,18 +249,11 @@ async fn operator_key_files_in_both_forms() {
             openssl_verifies(dir.path(), &published.text, &input, &signature),
             "{form}"
         );
+        verify_answer(&app, &answer.json).await;
     }
 }
 
-fn sha256_hex(text: &str) -> String {
-    let (ok, out, _) = run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf %s '{text}' | openssl dgst -sha256 -r")));
-    assert!(ok);
-    out.split_whitespace().next().expect("digest").to_owned()
-}
-
-/// HS256 tokens verify with openssl's HMAC against the shared secret.
+/// HS256 tokens verify with openssl's HMAC and with PyJWT against the shared secret.
 #[tokio::test]
 async fn hs256_token_verifies() {
     let secret = "prosody-app-secret-for-tests-0123";
@@ -218,6 +282,26 @@ async fn hs256_token_verifies() {
         .expect("openssl runs");
     assert!(mac.status.success());
     assert_eq!(mac.stdout, signature);
+    let room = answer.json["room"].as_str().expect("room");
+    let decoded = pyjwt(
+        app.dir.path(),
+        Key::Secret(secret),
+        &Expect::room(room),
+        token,
+    );
+    assert_eq!(
+        decoded.expect("PyJWT accepts")["context"]["region"],
+        "eu-west"
+    );
+    let wrong = pyjwt(
+        app.dir.path(),
+        Key::Secret("another-secret"),
+        &Expect::room(room),
+        token,
+    );
+    assert!(wrong.expect_err("wrong secret").contains("Signature"));
+    // No RSA key exists in HS256 mode, so nothing is published.
+    assert_eq!(app.get("/.well-known/jwks.json").await.status, 404);
     assert!(
         !app.log.lock().expect("log").contains(secret),
         "secret logged"
@@ -242,6 +326,9 @@ async fn no_token_mode() {
             .expect("log")
             .contains("links carry no token")
     );
+    let key = "/asap/8791edb7d806447dd0aaa98a2b568ad792696ed4d885f23b89f6beb7f7c4f44e.pem";
+    assert_eq!(app.get(key).await.status, 404);
+    assert_eq!(app.get("/.well-known/jwks.json").await.status, 404);
 }
 
 /// With no key configured, serve generates a 4096-bit key once and keeps using it.
@@ -270,4 +357,54 @@ async fn generated_key_is_kept() {
     ))
     .await;
     assert_eq!(restarted.get(path).await.text, first);
+}
+
+/// On a shard with its own app id and XMPP domain, the host's and a guest's tokens carry the
+/// shard's `iss` and `sub`; PyJWT (JWKS) and openssl (key URL) accept both; the host is a
+/// moderator and owner, the guest neither; the guest's link joins the same room.
+#[tokio::test]
+async fn shard_claims_and_roles_over_http() {
+    let shard = "\n[[shards]]\nid = \"meet-eu\"\nurl = \"https://meet-eu.example.com\"\n\
+                 subject = \"meet-eu.example.com\"\nissuer = \"CodeWithMe-EU\"\n";
+    let config = crate::helpers::example_config().replace(
+        "group = \"europe\"",
+        "group = \"europe\"\nshard = \"meet-eu\"",
+    ) + shard;
+    let app = spawn_app(Options {
+        config: Some(config),
+        ..Options::default()
+    })
+    .await;
+    let host = app.create_room(&host_request("81.2.69.142")).await;
+    assert_eq!(host.status, 201, "{}", host.text);
+    let room = host.json["room"].as_str().expect("room").to_owned();
+    let guest = json!({"user": {"id": "g-1", "name": "Gäst ゲスト"}, "client_ip": "81.2.69.142"});
+    let url = format!("{}/v1/rooms/{room}/participants", app.base);
+    let guest = app.send(app.http.post(url).json(&guest)).await;
+    assert_eq!(guest.status, 201, "{}", guest.text);
+    let jwks = app.get("/.well-known/jwks.json").await.text;
+    let expect = Expect {
+        iss: "CodeWithMe-EU",
+        aud: "jitsi",
+        room: &room,
+    };
+    let mut seen = Vec::new();
+    for answer in [&host.json, &guest.json] {
+        let link = answer["link"].as_str().expect("link");
+        assert!(link.starts_with(&format!("https://meet-eu.example.com/{room}?jwt=")));
+        let token = answer["token"].as_str().expect("token");
+        let claims = pyjwt(app.dir.path(), Key::Jwks(&jwks), &expect, token)
+            .unwrap_or_else(|why| panic!("PyJWT rejects: {why}"));
+        assert_eq!(claims["sub"], "meet-eu.example.com");
+        verify_rs256_openssl_only(&app, token).await;
+        let user = &claims["context"]["user"];
+        seen.push((user["moderator"].clone(), user["affiliation"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!(true), json!("owner")),
+            (json!(false), json!("member"))
+        ]
+    );
 }
