@@ -113,6 +113,15 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::Lobby => "lobby",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
@@ -135,9 +144,22 @@ impl Credentials {
         let mut read = |list: &[Secret], file: &Option<std::path::PathBuf>| {
             let mut all = list.to_vec();
             if let Some(path) = file {
+                let shown = path.display();
                 match std::fs::read_to_string(path) {
-                    Ok(text) => all.extend(credential_lines(&text)),
-                    Err(e) => problems.push(format!("credential file '{}': {e}", path.display())),
+                    Ok(text) => {
+                        let read: Vec<Secret> = credential_lines(&text).collect();
+                        if read.is_empty() {
+                            problems.push(format!("credential file '{shown}' holds no credential"));
+                        }
+                        if let Some(why) = read
+                            .iter()
+                            .find_map(|c| config::credential_problem(c.expose()))
+                        {
+                            problems.push(format!("credential file '{shown}': {why}"));
+                        }
+                        all.extend(read);
+                    }
+                    Err(e) => problems.push(format!("credential file '{shown}': {e}")),
                 }
             }
             all
@@ -389,6 +411,18 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok());
+    if declared
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        let message = format!("request body is larger than {MAX_BODY_BYTES} bytes");
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+            .into_response();
+    }
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.overloaded.inc();
         return retry_later(
@@ -435,12 +469,9 @@ async fn require(
         Need::Either => {}
         Need::Role(wanted) if wanted == role => {}
         Need::Role(wanted) => {
-            let message = format!("this route needs a {wanted:?} credential, not a {role:?} one");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                message.to_lowercase(),
-            ));
+            let (wanted, role) = (wanted.label(), role.label());
+            let message = format!("this route takes {wanted} credentials; this one is for {role}");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
         }
     }
     Ok(next.run(request).await)

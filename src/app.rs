@@ -28,6 +28,9 @@ use crate::select::{self, Ledger};
 use crate::store::{self, Store};
 use crate::token::{self, Keyring, Signer};
 
+/// Addresses compared between the GeoIP database in service and its replacement.
+const GEO_SAMPLES: usize = 4000;
+
 /// How often expired rooms are deleted.
 const ROOM_PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -132,6 +135,35 @@ async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Rec
             }
         }
     }
+}
+
+/// Everything `prepare` would refuse, found without side effects (no key is generated, no
+/// database is created): for `check-config`.
+pub fn check(settings: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(error) = Database::open(&settings.geo.database) {
+        problems.push(error.to_string());
+    }
+    if settings.jitsi.auth == Auth::Rs256 {
+        let sources = settings.key_sources();
+        let generated = settings.jitsi.key_file.is_none() && settings.jitsi.keys.is_empty();
+        if (!generated || sources[0].file.exists())
+            && let Err(found) = Keyring::load(&sources)
+        {
+            problems.extend(found);
+        }
+    }
+    if let Err(found) = Credentials::load(&settings.server) {
+        problems.extend(found);
+    }
+    if let Some(url) = &settings.store.url {
+        let url = url.expose();
+        let known = ["sqlite:", "postgres:", "postgresql:"];
+        if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            problems.push("store.url: use a postgres:// or sqlite:// URL".to_owned());
+        }
+    }
+    problems
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.
@@ -298,7 +330,20 @@ fn next_signer(settings: &Settings, current: &Signer) -> Result<Signer, Problems
 /// database in service stays.
 pub async fn reload_geo(state: &AppState) -> bool {
     let path = state.settings.geo.database.clone();
-    let opened = tokio::task::spawn_blocking(move || Database::open_verified(&path)).await;
+    let (current, needed) = (state.geo.current(), state.settings.geo.min_agreement);
+    let opened = tokio::task::spawn_blocking(move || {
+        let database = Database::open_verified(&path)?;
+        let agreement = current.agreement(&database, GEO_SAMPLES);
+        if agreement < needed {
+            return Err(crate::geo::Error::Implausible {
+                path,
+                agreement,
+                needed,
+            });
+        }
+        Ok(database)
+    })
+    .await;
     let reloads = &state.metrics.geo_reloads;
     match opened {
         Ok(Ok(database)) => {

@@ -137,6 +137,37 @@ pub struct Region {
     pub shard: Option<ShardId>,
 }
 
+impl Region {
+    /// What is wrong with the region's name and group, if anything.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let chars = self.name.chars().count();
+        if chars > 100
+            || self
+                .name
+                .chars()
+                .any(|c| c.is_control() || is_bidi_control(c))
+        {
+            problems.push(format!(
+                "name has {chars} characters or control characters; use at most 100 printable ones"
+            ));
+        }
+        if let Some(group) = &self.group
+            && check_id(group).is_err()
+        {
+            problems.push(format!(
+                "group '{group}' must be 1-63 characters of a-z, 0-9 and '-'"
+            ));
+        }
+        problems
+    }
+}
+
+/// Characters that reorder text when shown: harmless to us, confusing on a dashboard.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
 /// One Videobridge, reached through its private REST API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bridge {
@@ -212,6 +243,12 @@ impl Catalog {
             problems.push("regions: the same region id is listed twice".to_owned());
         }
         for region in &spec.regions {
+            problems.extend(
+                region
+                    .problems()
+                    .into_iter()
+                    .map(|why| format!("region '{}': {why}", region.id)),
+            );
             if let Err(why) = region.point.check() {
                 problems.push(format!("region '{}': {why}", region.id));
             }
@@ -299,6 +336,7 @@ impl Catalog {
 
     /// Position of the region pinned for the most specific network holding `ip`.
     pub fn network_pin(&self, ip: IpAddr) -> Option<usize> {
+        let ip = ip.to_canonical();
         self.network_pins
             .iter()
             .find(|(net, _)| net.contains(&ip))
@@ -417,22 +455,40 @@ fn check_bridges(bridges: &[Bridge]) -> Vec<String> {
     problems
 }
 
-/// Checks a bridge base URL: http or https, a host, no credentials, no query.
+/// Checks a bridge base URL: http or https, a valid host and port, no credentials, no query,
+/// and not a link-local, multicast or unspecified address (169.254.169.254 is where clouds
+/// serve instance metadata; a bridge is never there).
 pub fn check_bridge_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("url '{url}' must start with http:// or https://"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!("url '{url}' has no host"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        let shown = if url.contains('@') {
+            "(with credentials, not shown)"
+        } else {
+            url
+        };
+        format!("url {shown} is not a valid URL ({e})")
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("url must not carry credentials (user:password@)".to_owned());
     }
-    if authority.contains('@') {
-        return Err(format!("url '{url}' must not carry credentials"));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("url '{url}' must start with http:// or https://"));
     }
-    if url.contains(['?', '#', ' ']) {
+    if parsed.query().is_some() || parsed.fragment().is_some() || url.contains(' ') {
         return Err(format!(
             "url '{url}' must not have a query, fragment or spaces"
+        ));
+    }
+    let ip = match parsed.host() {
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6).to_canonical()),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(format!("url '{url}' has no host")),
+    };
+    let class = ip.map(crate::geo::classify);
+    use crate::geo::AddressClass::{LinkLocal, Multicast, Unspecified};
+    if matches!(class, Some(LinkLocal | Multicast | Unspecified)) {
+        return Err(format!(
+            "url '{url}' points at a link-local, multicast or unspecified address"
         ));
     }
     Ok(())
@@ -526,5 +582,34 @@ mod tests {
             Some(0)
         );
         assert_eq!(catalog.network_pin("11.2.2.3".parse().expect("ip")), None);
+        let mapped = "::ffff:10.1.2.3".parse().expect("ip");
+        assert_eq!(
+            catalog.network_pin(mapped),
+            Some(1),
+            "IPv4-mapped addresses match IPv4 pins"
+        );
+    }
+
+    /// Bridge URLs are parsed for real; credentials are refused without being echoed, and
+    /// link-local addresses (cloud metadata) are refused.
+    #[test]
+    fn bridge_urls_are_checked() {
+        assert!(check_bridge_url("http://10.0.0.5:8080").is_ok());
+        assert!(check_bridge_url("https://jvb.example.com").is_ok());
+        let secret = check_bridge_url("http://u:hunter2@10.0.0.5:8080").expect_err("refused");
+        assert!(
+            secret.contains("credentials") && !secret.contains("hunter2"),
+            "{secret}"
+        );
+        for bad in [
+            "http://10.0.0.5:99999",
+            "http://[::1",
+            "ftp://h",
+            "http://169.254.169.254",
+            "http://[fe80::1]:8080",
+            "http://h/x?y=1",
+        ] {
+            assert!(check_bridge_url(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -89,6 +89,11 @@ const ENV: &[(&str, &str, Kind)] = &[
         Kind::Number,
     ),
     ("GEOBRIDGE_GEO_WATCH_MS", "geo.watch_ms", Kind::Number),
+    (
+        "GEOBRIDGE_GEO_MIN_AGREEMENT",
+        "geo.min_agreement",
+        Kind::Number,
+    ),
     ("GEOBRIDGE_DATABASE_URL", "store.url", Kind::Text),
     ("GEOBRIDGE_STORE_POLL_MS", "store.poll_ms", Kind::Number),
     (
@@ -270,6 +275,14 @@ pub struct Geo {
     /// reloads).
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+    /// A replacement file must place at least this share of sampled addresses in the same
+    /// country as the database in service; 0 accepts any well-formed file.
+    #[serde(default = "default_min_agreement")]
+    pub min_agreement: f64,
+}
+
+fn default_min_agreement() -> f64 {
+    0.5
 }
 
 fn default_watch_ms() -> u64 {
@@ -694,6 +707,12 @@ fn from_table(
         ));
     }
     problems.extend(reservation_problems(&select));
+    if !(0.0..=1.0).contains(&geo.min_agreement) {
+        problems.push(format!(
+            "geo.min_agreement: {} must be between 0 and 1",
+            geo.min_agreement
+        ));
+    }
     let geo = Geo {
         database: resolve_data_path(&geo.database),
         ..geo
@@ -841,20 +860,58 @@ fn server_problems(server: &Server) -> Vec<String> {
             ));
         }
     }
-    for credential in server
-        .lobby_credentials
-        .iter()
-        .chain(&server.admin_credentials)
-    {
-        if credential.expose().len() < 16 || credential.expose().contains(char::is_whitespace) {
-            problems.push(
-                "server credentials: each credential needs 16 or more characters and no spaces"
-                    .to_owned(),
-            );
-            break;
+    for (role, list) in [
+        ("lobby", &server.lobby_credentials),
+        ("admin", &server.admin_credentials),
+    ] {
+        if let Some(why) = list.iter().find_map(|c| credential_problem(c.expose())) {
+            problems.push(format!("server.{role}_credentials: {why}"));
+        }
+    }
+    let limits = [
+        (
+            "max_concurrent_requests",
+            server.max_concurrent_requests as u64,
+            1,
+            1_000_000,
+        ),
+        (
+            "request_timeout_ms",
+            server.request_timeout_ms,
+            100,
+            600_000,
+        ),
+        (
+            "header_read_timeout_ms",
+            server.header_read_timeout_ms,
+            100,
+            600_000,
+        ),
+        (
+            "max_header_bytes",
+            server.max_header_bytes as u64,
+            8192,
+            1 << 20,
+        ),
+        ("shutdown_grace_ms", server.shutdown_grace_ms, 0, 600_000),
+    ];
+    for (name, value, min, max) in limits {
+        if !(min..=max).contains(&value) {
+            problems.push(format!(
+                "server.{name}: {value} must be between {min} and {max}"
+            ));
         }
     }
     problems
+}
+
+/// Why a bearer credential is too weak to use, if it is.
+pub fn credential_problem(credential: &str) -> Option<String> {
+    if credential.chars().count() < 16 || credential.contains(char::is_whitespace) {
+        Some("each credential needs 16 or more characters and no spaces".to_owned())
+    } else {
+        None
+    }
 }
 
 fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {

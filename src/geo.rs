@@ -219,6 +219,21 @@ pub enum Error {
         /// What the reader said.
         source: maxminddb::MaxMindDbError,
     },
+    /// A well-formed file whose answers differ from the database in service far more than
+    /// any real update does.
+    #[error(
+        "GeoIP database '{path}' places only {:.0}% of sampled addresses in the same country as \
+         the database in service (at least {:.0}% needed; geo.min_agreement); it looks damaged",
+        agreement * 100.0, needed * 100.0
+    )]
+    Implausible {
+        /// The file.
+        path: PathBuf,
+        /// Share of samples that agreed.
+        agreement: f64,
+        /// The configured minimum.
+        needed: f64,
+    },
     /// A MaxMind DB, but not a layout geobridge understands.
     #[error(
         "GeoIP database '{path}' has type '{found}'; use a GeoIP2/GeoLite2 City or Country file"
@@ -280,6 +295,34 @@ impl Database {
             source,
         })?;
         Ok(database)
+    }
+
+    /// The share of `samples` pseudo-random public IPv4 addresses that `other` places in the
+    /// same country as this database, among those either of them knows. A monthly update
+    /// moves a few percent; a damaged file that still parses moves most of them.
+    pub fn agreement(&self, other: &Database, samples: usize) -> f64 {
+        let country = |db: &Database, ip| match db.lookup(ip) {
+            Lookup::Located(l) => l.country,
+            _ => None,
+        };
+        let mut state: u32 = 0x9e37_79b9;
+        let (mut known, mut same) = (0usize, 0usize);
+        for _ in 0..samples {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let ip = IpAddr::V4(Ipv4Addr::from(state));
+            let (ours, theirs) = (country(self, ip), country(other, ip));
+            if ours.is_some() || theirs.is_some() {
+                known += 1;
+                same += usize::from(ours == theirs);
+            }
+        }
+        if known == 0 {
+            1.0
+        } else {
+            same as f64 / known as f64
+        }
     }
 
     /// Facts about this database.

@@ -68,6 +68,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(settings),
         Command::CheckConfig => {
+            let problems = app::check(&settings);
+            if !problems.is_empty() {
+                return bad_config(&geobridge::config::Problems(problems));
+            }
             println!("# settings from {}", settings.source);
             println!("{}", toml::to_string_pretty(&settings).unwrap_or_default());
             ExitCode::SUCCESS

@@ -280,7 +280,21 @@ impl Store {
             }
         }
         let region_ids: Vec<&str> = regions.iter().map(|r| r.id.as_str()).collect();
-        // A region the file dropped stays while bridges (added through the API) are in it.
+        // A region the file dropped stays while bridges (added through the API) are in it;
+        // it is handed to the API so operators can delete it once it is empty.
+        sqlx::query(
+            "UPDATE regions SET managed_by = 'api' WHERE managed_by = 'config' \
+             AND id IN (SELECT region FROM bridges)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for region in regions {
+            let sql = "UPDATE regions SET managed_by = 'config' WHERE id = $1";
+            sqlx::query(sql)
+                .bind(region.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let sql = "SELECT id FROM regions WHERE managed_by = 'config' \
                    AND id NOT IN (SELECT region FROM bridges)";
         for id in config_ids(&mut tx, sql).await? {

@@ -257,6 +257,10 @@ pub async fn put_region(
         bias_km: input.bias_km,
         shard,
     };
+    let problems = region.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_region", problems.join("; ")));
+    }
     let mut proposed = registry(&state).await?;
     refuse_config(
         &proposed.regions,
@@ -275,9 +279,12 @@ pub async fn put_region(
     state.refresh_catalog().await;
     let view = views(&state, registry(&state).await?)
         .into_iter()
-        .find(|v| v.stored.item.id == region.id)
-        .ok_or_else(|| ApiError::internal("stored region not read back"))?;
-    Ok((put_status(put), Json(view)).into_response())
+        .find(|v| v.stored.item.id == region.id);
+    match view {
+        Some(view) => Ok((put_status(put), Json(view)).into_response()),
+        // Deleted by another request between our write and this read: ours was applied first.
+        None => Ok((put_status(put), Json(region)).into_response()),
+    }
 }
 
 /// `DELETE /v1/regions/{id}`: refused while bridges are in it.

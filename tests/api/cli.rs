@@ -120,3 +120,38 @@ fn bad_geo_database_is_named() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt.mmdb"));
 }
+
+/// check-config finds what serve would refuse: limits out of range, a missing key file, an
+/// empty credential file, an unknown database scheme; all at once, exit 64.
+#[test]
+fn check_config_checks_resources_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let empty = dir.path().join("lobby.txt");
+    std::fs::write(&empty, "# nobody\n").expect("write");
+    let out = command()
+        .env("GEOBRIDGE_MAX_HEADER_BYTES", "8000")
+        .env("GEOBRIDGE_MAX_CONCURRENT_REQUESTS", "0")
+        .env("JITSI_RSA_JWT_KEY_FILE", dir.path().join("missing.pem"))
+        .env("GEOBRIDGE_LOBBY_CREDENTIALS_FILE", &empty)
+        .env("GEOBRIDGE_DATABASE_URL", "mysql://x")
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in ["server.max_header_bytes", "server.max_concurrent_requests"] {
+        assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
+    }
+    let out = command()
+        .env("JITSI_RSA_JWT_KEY_FILE", dir.path().join("missing.pem"))
+        .env("GEOBRIDGE_LOBBY_CREDENTIALS_FILE", &empty)
+        .env("GEOBRIDGE_DATABASE_URL", "mysql://x")
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in ["missing.pem", "holds no credential", "store.url"] {
+        assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
+    }
+}

@@ -213,3 +213,20 @@ async fn forwarded_headers_from_trusted_proxies() {
         .header("forwarded", "for=\"[2001:4860:4860::8888]:443\"");
     assert_eq!(trusting.send(request).await.json["region"], "ca-central");
 }
+
+/// A declared body over the limit is refused at once, before the body arrives.
+#[tokio::test]
+async fn oversized_declared_body_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Options::default()).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = "POST /v1/rooms HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                content-length: 99999999999\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 2048];
+    let n = stream.read(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+}

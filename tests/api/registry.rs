@@ -142,6 +142,24 @@ async fn registry_input_is_checked() {
         ),
         (
             "/v1/regions/x",
+            json!({"name": "a\u{202e}b\u{7}", "latitude": 1, "longitude": 1}),
+            422,
+            "control characters",
+        ),
+        (
+            "/v1/regions/x",
+            json!({"group": "Bad Group!", "latitude": 1, "longitude": 1}),
+            422,
+            "group 'Bad Group!'",
+        ),
+        (
+            "/v1/bridges/b",
+            json!({"region": "eu-west", "url": "http://169.254.169.254"}),
+            422,
+            "link-local",
+        ),
+        (
+            "/v1/regions/x",
             json!({"id": "y", "latitude": 1, "longitude": 1}),
             422,
             "differs",

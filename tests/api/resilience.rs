@@ -297,3 +297,26 @@ async fn slow_and_huge_heads_are_cut_off() {
         "the server is still fine"
     );
 }
+
+/// A replacement that parses but places addresses nothing like the database in service (a
+/// damaged file, or the wrong data) is refused; the shipped data keeps serving.
+#[tokio::test]
+async fn implausible_geo_database_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("geo.mmdb");
+    let shipped = crate::helpers::repo_path("data/geobridge-city.mmdb");
+    std::fs::copy(shipped, &path).expect("copy");
+    let app = spawn_app(
+        Options::default()
+            .env("GEOBRIDGE_GEO_DATABASE", path.to_str().expect("utf-8"))
+            .env("GEOBRIDGE_GEO_WATCH_MS", "50"),
+    )
+    .await;
+    replace(&path, &database("GeoIP2-City", "AU", "OC", -33.87, 151.21));
+    app.wait_until(30, "implausible file refused", || async {
+        rejected_count(&app.get("/metrics").await.text) > 0
+    })
+    .await;
+    assert_eq!(app.select("81.2.69.142").await.json["region"], "eu-west");
+    assert!(app.log.lock().expect("log").contains("looks damaged"));
+}

@@ -102,7 +102,10 @@ async fn store_suite(url: &str) {
             .await
             .expect("drain")
     );
-    // Re-seeding keeps the operator's drain and drops what the file no longer lists.
+    let orphan = bridge("api-9", "cfg-b");
+    assert_eq!(store.put_bridge(&orphan).await.expect("put"), Put::Created);
+    // Re-seeding keeps the operator's drain and drops what the file no longer lists; a
+    // dropped region that still holds API bridges is handed over to the API.
     store
         .seed(&[region("cfg-a")], &[bridge("cfg-1", "cfg-a")])
         .await
@@ -113,7 +116,22 @@ async fn store_suite(url: &str) {
         .iter()
         .map(|r| r.item.id.as_str())
         .collect();
-    assert_eq!(ids, ["cfg-a", "api-r"]);
+    assert_eq!(ids, ["cfg-a", "cfg-b", "api-r"]);
+    let handed_over = registry
+        .regions
+        .iter()
+        .find(|r| r.item.id.as_str() == "cfg-b");
+    assert_eq!(
+        handed_over.expect("cfg-b").managed_by,
+        store::ManagedBy::Api
+    );
+    assert!(store.delete_bridge(&orphan.id).await.expect("delete"));
+    assert!(
+        store
+            .delete_region(&RegionId::parse("cfg-b").expect("id"))
+            .await
+            .expect("delete")
+    );
     let cfg_bridge = registry
         .bridges
         .iter()
