@@ -16,6 +16,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v prosody >/dev/null || need_apt+=(prosody)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# prometheus and promtool check the metrics, the alert rules and the dashboard queries.
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   (
     # Installing must not start Prosody's or PostgreSQL's daemons: the tests start their own,

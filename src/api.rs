@@ -385,7 +385,7 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     let status = response.status();
     let m = &state.metrics;
     m.http_requests
-        .with_label_values(&[&route, method.as_str(), status.as_str()])
+        .with_label_values(&[&route, method_label(&method), status.as_str()])
         .inc();
     m.http_duration
         .with_label_values(&[&route])
@@ -393,6 +393,20 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
     let (status, duration_ms) = (status.as_u16(), took.as_millis() as u64);
     tracing::debug!(%method, route, status, duration_ms, "request");
     response
+}
+
+/// The method as a bounded label: extension methods are all `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// A 503 that tells the client to come back in a second.
@@ -558,22 +572,26 @@ fn decide(
     reserve: Option<u32>,
 ) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
-    let (outcome, location) = match lookup {
+    let (mut outcome, location) = match lookup {
         Lookup::Located(l) if l.coarse => ("coarse", Some(l)),
         Lookup::Located(l) => ("located", Some(l)),
         Lookup::NoData => ("no_data", None),
-        Lookup::Special(_) => ("special", None),
+        Lookup::Special(_) => ("private", None),
     };
-    state
-        .metrics
-        .geo_lookups
-        .with_label_values(&[outcome])
-        .inc();
     let client = Client {
         ip: Some(ip),
         location: location.as_ref(),
     };
-    match choose(state, client, catalog, reserve) {
+    let chosen = choose(state, client, catalog, reserve);
+    if chosen
+        .as_ref()
+        .is_ok_and(|d| d.reason == select::Reason::NetworkPin)
+    {
+        outcome = "pinned";
+    }
+    let geo_lookups = &state.metrics.geo_lookups;
+    geo_lookups.with_label_values(&[outcome]).inc();
+    match chosen {
         Ok(decision) => {
             let labels = [
                 decision.region.as_str(),
@@ -593,7 +611,7 @@ fn decide(
                 Refusal::NothingLeft => "nothing_left",
                 Refusal::AllDown => "all_down",
             };
-            state.metrics.refusals.with_label_values(&[cause]).inc();
+            state.metrics.observe_refusal(cause);
             tracing::warn!(%refusal, "no region could be chosen");
             Err(refusal.into())
         }
@@ -844,6 +862,7 @@ async fn issue_token(
 ) -> Result<Option<Issued>, ApiError> {
     let signer = state.signer.load_full();
     let (user, room, owned_region) = (user.clone(), room.clone(), region.to_owned());
+    let started = Instant::now();
     // Waiting for a slot happens here, on the async side, not on a thread.
     let slot = signing_slots().acquire().await;
     let signed = tokio::task::spawn_blocking(move || {
@@ -863,6 +882,8 @@ async fn issue_token(
         Err(join) => return Err(ApiError::internal(&join.to_string())),
     };
     if let Some(issued) = &issued {
+        let took = started.elapsed().as_secs_f64();
+        state.metrics.signing_duration.observe(took);
         let kid = issued.kid.as_ref().map_or("", |k| k.as_str());
         state.metrics.tokens.with_label_values(&[region, kid]).inc();
     }

@@ -8,6 +8,7 @@
 //! started with.
 
 mod http;
+mod observe;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -244,8 +245,10 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     let span = tracing::info_span!("sync");
     let syncing = tokio::spawn(keep_in_sync(state.clone(), poll, stopped.clone()).instrument(span));
     let span = tracing::info_span!("reload");
-    let reloading = watch_for_reloads(state.clone(), hangups, stopped);
+    let reloading = watch_for_reloads(state.clone(), hangups, stopped.clone());
     let reloading = tokio::spawn(reloading.instrument(span));
+    let span = tracing::info_span!("observe");
+    let observing = tokio::spawn(observe::follow(state.clone(), stopped).instrument(span));
     let server = &settings.server;
     let limits = http::Limits {
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
@@ -266,6 +269,7 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     probing.await?;
     syncing.await?;
     reloading.await?;
+    observing.await?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -277,10 +281,20 @@ pub async fn reload(state: &AppState) {
     match Credentials::load(&state.settings.server) {
         Ok(credentials) => {
             state.credentials.store(Arc::new(credentials));
+            state
+                .metrics
+                .credential_reloads
+                .with_label_values(&["loaded"])
+                .inc();
             tracing::info!("credentials reloaded");
         }
         Err(problems) => {
             let problems = problems.join("; ");
+            state
+                .metrics
+                .credential_reloads
+                .with_label_values(&["rejected"])
+                .inc();
             tracing::error!(
                 problems,
                 "credentials not reloaded; the old ones stay in service"

@@ -15,6 +15,15 @@ use crate::probe::{Health, Outcome, State};
 
 const NAMESPACE: &str = "geobridge";
 
+/// Every value of `geo_lookups_total{outcome}`.
+pub const GEO_OUTCOMES: [&str; 5] = ["located", "coarse", "no_data", "private", "pinned"];
+
+/// Every value of `refusals_total{cause}`.
+const REFUSAL_CAUSES: [&str; 2] = ["nothing_left", "all_down"];
+
+/// Every value of `region_state{state}`.
+pub const REGION_STATES: [&str; 3] = ["eligible", "degraded", "none"];
+
 /// The registry and its series.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +67,18 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     /// Signing key reloads by outcome.
     pub key_reloads: IntCounterVec,
+    /// Credential file reloads by outcome.
+    pub credential_reloads: IntCounterVec,
+    /// Time to sign one token.
+    pub signing_duration: Histogram,
+    /// Rooms not yet expired, as the store counts them.
+    pub rooms_alive: IntGauge,
+    /// Bridges registered per region.
+    region_bridges: IntGaugeVec,
+    /// Eligible bridges per region.
+    region_eligible: IntGaugeVec,
+    /// 1 for the state a region is in (eligible, degraded, none).
+    region_state: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -194,37 +215,129 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            credential_reloads: IntCounterVec::new(
+                opts(
+                    "credential_reloads_total",
+                    "Credential file reloads by outcome (loaded, rejected: the old ones stay).",
+                ),
+                &["outcome"],
+            )?,
+            signing_duration: Histogram::with_opts(
+                HistogramOpts::new("token_signing_duration_seconds", "Time to sign one token.")
+                    .namespace(NAMESPACE)
+                    .buckets(vec![
+                        0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    ]),
+            )?,
+            rooms_alive: IntGauge::with_opts(opts(
+                "rooms_alive",
+                "Rooms not yet expired in the store (shared by instances on one database).",
+            ))?,
+            region_bridges: IntGaugeVec::new(
+                opts("region_bridges", "Bridges registered in the region."),
+                &["region"],
+            )?,
+            region_eligible: IntGaugeVec::new(
+                opts(
+                    "region_eligible_bridges",
+                    "Bridges of the region that can take a new room now.",
+                ),
+                &["region"],
+            )?,
+            region_state: IntGaugeVec::new(
+                opts(
+                    "region_state",
+                    "1 for the region's current state: eligible, degraded or none.",
+                ),
+                &["region", "state"],
+            )?,
         };
-        m.registry.register(Box::new(m.http_requests.clone()))?;
-        m.registry.register(Box::new(m.http_duration.clone()))?;
-        m.registry.register(Box::new(m.decisions.clone()))?;
-        m.registry.register(Box::new(m.refusals.clone()))?;
-        m.registry.register(Box::new(m.geo_lookups.clone()))?;
-        m.registry.register(Box::new(m.geo_build_time.clone()))?;
-        m.registry.register(Box::new(m.tokens.clone()))?;
-        m.registry.register(Box::new(m.geo_reloads.clone()))?;
-        m.registry.register(Box::new(m.overloaded.clone()))?;
-        m.registry.register(Box::new(m.in_flight.clone()))?;
-        m.registry.register(Box::new(m.bridge_up.clone()))?;
-        m.registry.register(Box::new(m.bridge_stress.clone()))?;
-        m.registry
-            .register(Box::new(m.bridge_participants.clone()))?;
-        m.registry.register(Box::new(m.probe_duration.clone()))?;
-        m.registry.register(Box::new(m.probe_failures.clone()))?;
-        m.registry.register(Box::new(m.probe_lateness.clone()))?;
-        m.registry
-            .register(Box::new(m.bridge_region_mismatch.clone()))?;
-        m.registry
-            .register(Box::new(m.degraded_decisions.clone()))?;
-        m.registry.register(Box::new(m.build_info.clone()))?;
-        m.registry.register(Box::new(m.key_reloads.clone()))?;
-        for outcome in ["loaded", "rejected"] {
-            m.key_reloads.with_label_values(&[outcome]);
+        m.register_all()?;
+        m.initialise();
+        Ok(m)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.http_requests.clone()))?;
+        r.register(Box::new(self.http_duration.clone()))?;
+        r.register(Box::new(self.decisions.clone()))?;
+        r.register(Box::new(self.refusals.clone()))?;
+        r.register(Box::new(self.geo_lookups.clone()))?;
+        r.register(Box::new(self.geo_build_time.clone()))?;
+        r.register(Box::new(self.tokens.clone()))?;
+        r.register(Box::new(self.geo_reloads.clone()))?;
+        r.register(Box::new(self.overloaded.clone()))?;
+        r.register(Box::new(self.in_flight.clone()))?;
+        r.register(Box::new(self.bridge_up.clone()))?;
+        r.register(Box::new(self.bridge_stress.clone()))?;
+        r.register(Box::new(self.bridge_participants.clone()))?;
+        r.register(Box::new(self.probe_duration.clone()))?;
+        r.register(Box::new(self.probe_failures.clone()))?;
+        r.register(Box::new(self.probe_lateness.clone()))?;
+        r.register(Box::new(self.bridge_region_mismatch.clone()))?;
+        r.register(Box::new(self.degraded_decisions.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.key_reloads.clone()))?;
+        r.register(Box::new(self.credential_reloads.clone()))?;
+        r.register(Box::new(self.signing_duration.clone()))?;
+        r.register(Box::new(self.rooms_alive.clone()))?;
+        r.register(Box::new(self.region_bridges.clone()))?;
+        r.register(Box::new(self.region_eligible.clone()))?;
+        r.register(Box::new(self.region_state.clone()))?;
+        Ok(())
+    }
+
+    /// Creates every bounded label value at zero, so a rate over an outcome that has not
+    /// happened yet is 0 rather than missing.
+    fn initialise(&self) {
+        for outcome in GEO_OUTCOMES {
+            self.geo_lookups.with_label_values(&[outcome]);
         }
-        m.build_info
+        for cause in REFUSAL_CAUSES {
+            self.refusals.with_label_values(&[cause]);
+        }
+        for outcome in ["loaded", "rejected"] {
+            self.geo_reloads.with_label_values(&[outcome]);
+            self.key_reloads.with_label_values(&[outcome]);
+            self.credential_reloads.with_label_values(&[outcome]);
+        }
+        self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Ok(m)
+    }
+
+    /// Publishes one region's registered and eligible bridge counts and its state.
+    pub fn set_region(&self, region: &str, bridges: usize, eligible: usize, state: &str) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.region_bridges
+            .with_label_values(&[region])
+            .set(count(bridges));
+        self.region_eligible
+            .with_label_values(&[region])
+            .set(count(eligible));
+        for known in REGION_STATES {
+            self.region_state
+                .with_label_values(&[region, known])
+                .set(i64::from(known == state));
+        }
+    }
+
+    /// Drops the series of a region that left the catalog.
+    pub fn forget_region(&self, region: &str) {
+        let _ = self.region_bridges.remove_label_values(&[region]);
+        let _ = self.region_eligible.remove_label_values(&[region]);
+        for known in REGION_STATES {
+            let _ = self.region_state.remove_label_values(&[region, known]);
+        }
+    }
+
+    /// Counts one refused selection, also as a decision with reason `refused`.
+    pub fn observe_refusal(&self, cause: &str) {
+        self.refusals.with_label_values(&[cause]).inc();
+        self.decisions
+            .with_label_values(&["none", "refused", "none"])
+            .inc();
     }
 
     /// Records one probe's latency, how late it started and, when it failed, its cause.

@@ -122,8 +122,9 @@ pub async fn spawn_app(options: Options) -> App {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let _ = tx.send(addr.trim_end_matches('"').to_owned());
+                let end = |c: &char| c.is_whitespace() || *c == '"';
+                let addr: String = rest.chars().take_while(|c| !end(c)).collect();
+                let _ = tx.send(addr);
             }
             let mut log = sink.lock().expect("log lock");
             log.push_str(&line);

@@ -4,6 +4,8 @@ mod cli;
 mod errors;
 mod helpers;
 mod keys;
+mod logs;
+mod observability;
 mod probing;
 mod prosody;
 mod registry;
