@@ -4,8 +4,8 @@
 //! message says what to fix. A 5xx body is generic; its cause goes to the log.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -32,7 +32,7 @@ use crate::geo::{Geo, Location, Lookup};
 use crate::metrics::Metrics;
 use crate::probe::HealthSnapshot;
 use crate::room::{self, RoomName, User};
-use crate::select::{self, Client, Decision, Policy, Refusal};
+use crate::select::{self, Client, Decision, Ledger, Policy, Refusal, Survey};
 use crate::store::{self, RoomRecord, Store};
 use crate::token::{self, Grant, Issued, Signer};
 
@@ -63,6 +63,10 @@ pub struct AppState {
     pub jitsi: config::Jitsi,
     /// Selection policy.
     pub policy: Policy,
+    /// Catalog and health digested for selection, once per snapshot.
+    pub survey: select::Cache,
+    /// Participants of recent rooms, reserved on the bridges that will take them.
+    pub reservations: Mutex<Ledger>,
     /// Durable regions, bridges and rooms.
     pub store: Store,
     /// The settings the process started with (pins, shards, room lifetime).
@@ -693,11 +697,13 @@ pub fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
     })
 }
 
-/// Locates `ip` and chooses its region, counting both.
+/// Locates `ip` and chooses its region among `catalog`'s, counting both; `reserve`
+/// participants are reserved on the bridge the decision names.
 fn decide(
     state: &AppState,
     ip: IpAddr,
-    catalog: &Catalog,
+    catalog: &Arc<Catalog>,
+    reserve: Option<u32>,
 ) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
     let (mut outcome, location) = match lookup {
@@ -706,12 +712,11 @@ fn decide(
         Lookup::NoData => ("no_data", None),
         Lookup::Special(_) => ("private", None),
     };
-    let health = state.health.load();
     let client = Client {
         ip: Some(ip),
         location: location.as_ref(),
     };
-    let chosen = select::select(client, catalog, &health, &state.policy);
+    let chosen = choose(state, client, catalog, reserve);
     if chosen
         .as_ref()
         .is_ok_and(|d| d.reason == select::Reason::NetworkPin)
@@ -728,6 +733,11 @@ fn decide(
                 tier_label(&decision),
             ];
             state.metrics.decisions.with_label_values(&labels).inc();
+            if decision.degraded {
+                let labels = [decision.region.as_str(), tier_label(&decision)];
+                let degraded = &state.metrics.degraded_decisions;
+                degraded.with_label_values(&labels).inc();
+            }
             Ok((location, decision))
         }
         Err(refusal) => {
@@ -740,6 +750,35 @@ fn decide(
             Err(refusal.into())
         }
     }
+}
+
+/// Selects under the reservations lock, so that concurrent rooms see each other's
+/// reservations; the clock is read here, not in `select`.
+fn choose(
+    state: &AppState,
+    client: Client<'_>,
+    catalog: &Arc<Catalog>,
+    reserve: Option<u32>,
+) -> Result<Decision, Refusal> {
+    let health = state.health.load_full();
+    let survey = if Arc::ptr_eq(catalog, &state.catalog.load()) {
+        state.survey.get(catalog, &health, &state.policy)
+    } else {
+        // Known limit: a guest's choice within its room's shard digests that shard's
+        // bridges on every request instead of once per health snapshot.
+        Arc::new(Survey::build(catalog.clone(), &health, &state.policy))
+    };
+    let now = tokio::time::Instant::now();
+    let mut ledger = state
+        .reservations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    ledger.expire(now);
+    let decision = select::select_in(client, &survey, ledger.load_for(&survey), &state.policy)?;
+    if let (Some(bridge), Some(participants)) = (&decision.bridge, reserve) {
+        ledger.reserve(bridge.clone(), participants, now);
+    }
+    Ok(decision)
 }
 
 fn tier_label(decision: &Decision) -> &'static str {
@@ -767,7 +806,8 @@ async fn create_room(
     }
     let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
     let catalog = state.catalog.load_full();
-    let (location, decision) = decide(&state, ip, &catalog)?;
+    let participants = body.participants.unwrap_or(1);
+    let (location, decision) = decide(&state, ip, &catalog, Some(participants))?;
     let shard = shard_of(&catalog, &decision)?;
     let room = RoomName::generate(&state.jitsi.room_prefix);
     let now = store::now_seconds();
@@ -827,11 +867,31 @@ async fn add_participant(
         );
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shard_gone", message)
     })?;
-    let (location, decision) = decide(&state, ip, &on_shard)?;
+    // The host's reservation covers the room's own region; a guest elsewhere adds one
+    // participant on the bridge of the guest's region.
+    let on_shard = Arc::new(on_shard);
+    let (location, decision) = decide(&state, ip, &on_shard, None)?;
+    if let Some(bridge) = decision
+        .bridge
+        .as_ref()
+        .filter(|_| decision.region.as_str() != record.region)
+    {
+        reserve_one(&state, bridge);
+    }
     let shard = shard_of(&on_shard, &decision)?;
     let guest = (&body.user, token::Role::Guest);
     let joined = issue(&state, guest, room, shard, (location, decision), now).await?;
     Ok((StatusCode::CREATED, Json(joined)))
+}
+
+/// Reserves one participant on `bridge` now.
+fn reserve_one(state: &AppState, bridge: &crate::catalog::BridgeId) {
+    let now = tokio::time::Instant::now();
+    let mut ledger = state
+        .reservations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    ledger.reserve(bridge.clone(), 1, now);
 }
 
 fn check_user(user: &User) -> Result<(), ApiError> {
@@ -975,7 +1035,7 @@ async fn select_region(
         Some(text) => parse_ip("ip", text)?,
         None => client_address(peer.ip(), &headers, trusted),
     };
-    let (location, decision) = decide(&state, ip, &state.catalog.load())?;
+    let (location, decision) = decide(&state, ip, &state.catalog.load_full(), None)?;
     Ok(Json(Selected {
         region: decision.region.to_string(),
         location,

@@ -11,8 +11,8 @@ mod http;
 mod observe;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use crate::config::{Auth, Problems, Settings};
 use crate::geo::{Database, Geo};
 use crate::metrics::Metrics;
 use crate::probe::{HealthSnapshot, Prober};
+use crate::select::{self, Ledger};
 use crate::store::{self, Store};
 use crate::token::{self, Keyring, Signer};
 
@@ -67,6 +68,10 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         credentials: ArcSwap::from_pointee(credentials),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
+        survey: select::Cache::default(),
+        reservations: Mutex::new(Ledger::new(Duration::from_secs(
+            settings.policy.reservation_seconds,
+        ))),
         store,
         settings: Arc::new(settings.clone()),
     });

@@ -134,6 +134,11 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("GEOBRIDGE_PROBE_RISE", "probe.rise", Kind::Number),
     ("GEOBRIDGE_PROBE_FALL", "probe.fall", Kind::Number),
     (
+        "GEOBRIDGE_PROBE_HOLD_DOWN_MS",
+        "probe.hold_down_ms",
+        Kind::Number,
+    ),
+    (
         "GEOBRIDGE_DEFAULT_REGION",
         "select.default_region",
         Kind::Text,
@@ -434,10 +439,22 @@ struct SelectSection {
     stress_threshold: f64,
     #[serde(default)]
     when_all_down: WhenAllDown,
+    #[serde(default = "default_participant_stress")]
+    participant_stress: f64,
+    #[serde(default = "default_reservation_seconds")]
+    reservation_seconds: u64,
 }
 
 fn default_threshold() -> f64 {
     Policy::default().stress_threshold
+}
+
+fn default_participant_stress() -> f64 {
+    Policy::default().participant_stress
+}
+
+fn default_reservation_seconds() -> u64 {
+    Policy::default().reservation_seconds
 }
 
 /// `[pins]`: countries and networks sent to a fixed region.
@@ -701,6 +718,7 @@ fn from_table(
             select.stress_threshold
         ));
     }
+    problems.extend(reservation_problems(&select));
     if !(0.0..=1.0).contains(&geo.min_agreement) {
         problems.push(format!(
             "geo.min_agreement: {} must be between 0 and 1",
@@ -729,6 +747,8 @@ fn from_table(
     let policy = Policy {
         stress_threshold: select.stress_threshold,
         when_all_down: select.when_all_down,
+        participant_stress: select.participant_stress,
+        reservation_seconds: select.reservation_seconds,
     };
     Some(Settings {
         source,
@@ -807,6 +827,23 @@ impl Settings {
             ..base
         }
     }
+}
+
+fn reservation_problems(select: &SelectSection) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !(0.0..=1.0).contains(&select.participant_stress) {
+        problems.push(format!(
+            "select.participant_stress: {} must be between 0 and 1",
+            select.participant_stress
+        ));
+    }
+    if select.reservation_seconds > 600 {
+        problems.push(format!(
+            "select.reservation_seconds: {} is above 600",
+            select.reservation_seconds
+        ));
+    }
+    problems
 }
 
 fn server_problems(server: &Server) -> Vec<String> {

@@ -6,10 +6,11 @@
 //! [`Geo`] holds the database behind an atomic pointer so a reload can swap it in while
 //! requests keep using the one they started with.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,36 @@ pub struct Location {
     pub accuracy_km: Option<u16>,
     /// True when the place is only known to country level.
     pub coarse: bool,
+}
+
+/// Countries' population-weighted centres, `country,continent,latitude,longitude,weight`.
+const CENTROIDS_CSV: &str = include_str!("../data/country-centroids.csv");
+
+static CENTROIDS: LazyLock<HashMap<CountryCode, Point>> =
+    LazyLock::new(|| parse_centroids(CENTROIDS_CSV));
+
+/// Where a country's people are on average; used when a location is only known to country
+/// level. `None` for a country missing from `data/country-centroids.csv`.
+pub fn country_centroid(country: CountryCode) -> Option<Point> {
+    CENTROIDS.get(&country).copied()
+}
+
+fn parse_centroids(csv: &str) -> HashMap<CountryCode, Point> {
+    csv.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split(',');
+            let country = CountryCode::parse(fields.next()?).ok()?;
+            let _continent = fields.next()?;
+            let latitude = fields.next()?.trim().parse().ok()?;
+            let longitude = fields.next()?.trim().parse().ok()?;
+            let point = Point {
+                latitude,
+                longitude,
+            };
+            point.check().ok().map(|()| (country, point))
+        })
+        .collect()
 }
 
 /// Address ranges that are not on the public Internet and so have no place.
@@ -491,6 +522,19 @@ mod tests {
         let d = london.distance_km(&frankfurt);
         assert!((630.0..650.0).contains(&d), "{d}");
         assert_eq!(london.distance_km(&london), 0.0);
+    }
+
+    /// Every line of the shipped centroid table parses, and Germany's centre is in Germany.
+    #[test]
+    fn country_centroids_load() {
+        let rows = CENTROIDS_CSV
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count();
+        assert_eq!(CENTROIDS.len(), rows);
+        let de = country_centroid(CountryCode::parse("DE").expect("code")).expect("DE listed");
+        assert!((47.0..55.0).contains(&de.latitude) && (6.0..15.0).contains(&de.longitude));
     }
 
     /// Country codes are normalised to upper case and checked.

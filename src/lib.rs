@@ -7,8 +7,8 @@
 //! - [`config`]: typed settings from a TOML file and the environment, validated at start.
 //! - [`geo`]: the GeoIP (mmdb) database, IP address to [`geo::Location`], special ranges.
 //! - [`catalog`]: regions, bridges and pins, with their validated identifiers.
-//! - [`probe`]: the one task that probes every bridge and publishes a health snapshot.
-//! - [`select`]: the pure choice of a region from a location, the catalog and bridge health.
+//! - [`probe`]: probes each bridge on its own schedule; one writer publishes health snapshots.
+//! - [`select`]: the pure choice of a region from location, catalog, health and reservations.
 //! - [`token`]: signing keys (RS256 with a key id, HS256), claims, public key PEM, key files.
 //! - [`room`]: room names, user details and room links.
 //! - [`store`]: regions, bridges and rooms in SQLite or PostgreSQL, with migrations.

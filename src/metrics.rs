@@ -57,6 +57,12 @@ pub struct Metrics {
     probe_duration: HistogramVec,
     /// Failed probes by bridge and cause.
     probe_failures: IntCounterVec,
+    /// How late probes start against their schedule.
+    pub probe_lateness: Histogram,
+    /// 1 while a bridge reports a region other than its registered one.
+    bridge_region_mismatch: IntGaugeVec,
+    /// Decisions taken below the eligible tier, by region and tier.
+    pub degraded_decisions: IntCounterVec,
     /// Build information.
     build_info: IntGaugeVec,
     /// Signing key reloads by outcome.
@@ -174,6 +180,30 @@ impl Metrics {
                 opts("probe_failures_total", "Failed bridge probes by cause."),
                 &["bridge", "cause"],
             )?,
+            probe_lateness: Histogram::with_opts(
+                HistogramOpts::new(
+                    "probe_lateness_seconds",
+                    "How late probes start against their schedule.",
+                )
+                .namespace(NAMESPACE)
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            )?,
+            bridge_region_mismatch: IntGaugeVec::new(
+                opts(
+                    "bridge_region_mismatch",
+                    "1 while the bridge reports a region other than its registered one.",
+                ),
+                &["bridge", "region"],
+            )?,
+            degraded_decisions: IntCounterVec::new(
+                opts(
+                    "degraded_decisions_total",
+                    "Decisions taken with no eligible region, by region and tier.",
+                ),
+                &["region", "tier"],
+            )?,
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the version is a label."),
                 &["version"],
@@ -244,6 +274,9 @@ impl Metrics {
         r.register(Box::new(self.bridge_participants.clone()))?;
         r.register(Box::new(self.probe_duration.clone()))?;
         r.register(Box::new(self.probe_failures.clone()))?;
+        r.register(Box::new(self.probe_lateness.clone()))?;
+        r.register(Box::new(self.bridge_region_mismatch.clone()))?;
+        r.register(Box::new(self.degraded_decisions.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.key_reloads.clone()))?;
         r.register(Box::new(self.credential_reloads.clone()))?;
@@ -307,15 +340,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one probe's latency and, when it failed, its cause.
-    pub fn observe_probe(&self, bridge: &Bridge, outcome: &Outcome, took: Duration) {
+    /// Records one probe's latency, how late it started and, when it failed, its cause.
+    pub fn observe_probe(
+        &self,
+        bridge: &Bridge,
+        outcome: &Outcome,
+        took: Duration,
+        lateness: Duration,
+    ) {
         let id = bridge.id.as_str();
+        self.probe_lateness.observe(lateness.as_secs_f64());
         self.probe_duration
             .with_label_values(&[id])
             .observe(took.as_secs_f64());
         let cause = match outcome {
             Outcome::Pass(_) | Outcome::PassNoStats => return,
-            Outcome::Unhealthy(_) => "unhealthy",
+            Outcome::Unhealthy(..) => "unhealthy",
             Outcome::Failed(cause, _) => cause.label(),
         };
         self.probe_failures.with_label_values(&[id, cause]).inc();
@@ -335,6 +375,9 @@ impl Metrics {
         self.bridge_participants
             .with_label_values(&labels)
             .set(participants);
+        self.bridge_region_mismatch
+            .with_label_values(&labels)
+            .set(i64::from(health.region_mismatch));
     }
 
     /// The text exposition format of every series.

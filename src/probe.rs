@@ -1,32 +1,43 @@
-//! Bridge health: one task probes every bridge and publishes a [`HealthSnapshot`].
+//! Bridge health: every bridge probed on its own schedule, one writer, a [`HealthSnapshot`].
 //!
-//! Each round asks every bridge, concurrently and each after a small random delay, for
-//! `GET /about/health` and (when enabled) `GET /colibri/stats`. A result moves the bridge's
-//! state by rise and fall counts: an explicit "unhealthy" answer takes it down at once, while
-//! timeouts, refused connections and garbage count towards the fall threshold. The prober is
-//! the only writer of health; handlers read the latest snapshot without locking.
+//! Each bridge has a task of its own that asks it for `GET /about/health` and (when enabled)
+//! `GET /colibri/stats` once per interval plus a few milliseconds of jitter, and again soon
+//! after its state changed. A slow or hanging bridge therefore delays only its own task. The
+//! results go to one writer, the [`Prober`], which moves each bridge between `unknown`, `up`
+//! and `down` by [`apply`] and publishes snapshots that handlers read without locking:
+//!
+//! - an explicit "unhealthy" (5xx from `/about/health`, `healthy: false`) is down at once;
+//! - timeouts, refused connections and unreadable answers count towards `fall`;
+//! - coming back takes `rise` passes in a row *and* the end of a hold-down that doubles with
+//!   each flap (capped, jittered), so a flapping bridge does not take rooms every minute;
+//! - a bridge with no result for three intervals is `unknown` again; down bridges are probed
+//!   forever, never forgotten.
+
+mod http;
+mod schedule;
+
+pub use http::Http;
+pub use schedule::{Prober, Transport};
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tracing::Instrument;
+use tokio::time::Instant;
 
-use crate::catalog::{Bridge, BridgeId, Catalog};
-use crate::metrics::Metrics;
+use crate::catalog::{BridgeId, Catalog};
+
+/// A bridge with no result for this many intervals is `unknown` again.
+pub const STALE_INTERVALS: u32 = 3;
 
 /// How probing is done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Time between rounds.
+    /// Time between two probes of one bridge.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    /// Time one request to one bridge may take.
+    /// Time one probe (health and stats together) may take.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Consecutive passes that bring a down bridge back.
@@ -38,6 +49,15 @@ pub struct Config {
     /// Largest response body read from a bridge.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Hold-down after a bridge's first fall; it doubles with each further flap.
+    #[serde(default = "default_hold_down_ms")]
+    pub hold_down_ms: u64,
+    /// Longest hold-down, however often a bridge flaps.
+    #[serde(default = "default_max_hold_down_ms")]
+    pub max_hold_down_ms: u64,
+    /// Largest random delay added to each probe, so bridges are not asked in lockstep.
+    #[serde(default = "default_jitter_ms")]
+    pub jitter_ms: u64,
 }
 
 fn default_interval_ms() -> u64 {
@@ -55,6 +75,15 @@ fn default_fall() -> u32 {
 fn default_max_body_bytes() -> usize {
     256 * 1024
 }
+fn default_hold_down_ms() -> u64 {
+    60_000
+}
+fn default_max_hold_down_ms() -> u64 {
+    600_000
+}
+fn default_jitter_ms() -> u64 {
+    20
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -64,6 +93,9 @@ impl Default for Config {
             rise: default_rise(),
             fall: default_fall(),
             max_body_bytes: default_max_body_bytes(),
+            hold_down_ms: default_hold_down_ms(),
+            max_hold_down_ms: default_max_hold_down_ms(),
+            jitter_ms: default_jitter_ms(),
         }
     }
 }
@@ -93,7 +125,29 @@ impl Config {
                 self.max_body_bytes
             ));
         }
+        if self.hold_down_ms > self.max_hold_down_ms {
+            problems.push(format!(
+                "probe.hold_down_ms: {} is above max_hold_down_ms ({})",
+                self.hold_down_ms, self.max_hold_down_ms
+            ));
+        }
+        if self.jitter_ms > self.interval_ms / 10 {
+            problems.push(format!(
+                "probe.jitter_ms: {} is above a tenth of interval_ms ({})",
+                self.jitter_ms, self.interval_ms
+            ));
+        }
         problems
+    }
+
+    /// Time between two probes of one bridge.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// Delay of the quick re-check after a state change: a quarter interval.
+    pub fn recheck(&self) -> Duration {
+        self.interval() / 4
     }
 }
 
@@ -125,12 +179,12 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
-    /// Not probed yet.
+    /// Never probed, or no result for three intervals.
     #[default]
     Unknown,
     /// Passing.
     Up,
-    /// Failing.
+    /// Failing, or passing but not yet for long enough.
     Down,
 }
 
@@ -139,16 +193,31 @@ pub enum State {
 pub struct Health {
     /// Up, down or unknown.
     pub state: State,
-    /// Latest stats, when the bridge serves them.
+    /// Latest stats, when the bridge serves them; its flags follow the latest answer.
     pub stats: Option<Stats>,
     /// True when the bridge answers 404 for stats: judged on health alone.
     pub stats_unavailable: bool,
+    /// True when the region in its stats is not the region it is registered in.
+    pub region_mismatch: bool,
     /// Why the latest probe failed, when it did.
     pub last_error: Option<String>,
     /// Passes in a row.
     pub passes: u32,
     /// Failures in a row.
     pub failures: u32,
+    /// Times it went down; each one doubles the next hold-down.
+    pub flaps: u32,
+    /// Length of the latest hold-down.
+    pub hold_down_ms: u64,
+    /// A down bridge stays down until then, however well it answers.
+    #[serde(skip)]
+    pub held_until: Option<Instant>,
+    /// When the latest probe result arrived.
+    #[serde(skip)]
+    pub checked_at: Option<Instant>,
+    /// When it last came up.
+    #[serde(skip)]
+    pub up_since: Option<Instant>,
 }
 
 impl Health {
@@ -156,34 +225,42 @@ impl Health {
     pub fn stress(&self) -> f64 {
         self.stats.as_ref().map_or(0.0, |s| s.stress_level)
     }
+
+    /// A bridge that is up with these stats; for tests and benchmarks.
+    pub fn up(stats: Option<Stats>) -> Health {
+        Health {
+            state: State::Up,
+            stats,
+            ..Health::default()
+        }
+    }
 }
 
 /// Health of every bridge at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct HealthSnapshot {
     bridges: HashMap<BridgeId, Health>,
-    /// Completed probe rounds.
-    pub rounds: u64,
+    /// Snapshots published before this one.
+    pub generation: u64,
 }
 
 impl HealthSnapshot {
-    /// The health of a bridge; unknown when it was never probed.
+    /// The health of a bridge; `None` when it was never probed.
     pub fn get(&self, id: &BridgeId) -> Option<&Health> {
         self.bridges.get(id)
     }
 
     /// Marks every bridge of `catalog` up with no stats; for the `lookup` command.
     pub fn all_up(catalog: &Catalog) -> HealthSnapshot {
-        let up = Health {
-            state: State::Up,
-            ..Health::default()
-        };
         let bridges = catalog
             .bridges()
             .iter()
-            .map(|b| (b.id.clone(), up.clone()))
+            .map(|b| (b.id.clone(), Health::up(None)))
             .collect();
-        HealthSnapshot { bridges, rounds: 0 }
+        HealthSnapshot {
+            bridges,
+            generation: 0,
+        }
     }
 
     /// Sets one bridge's health; for tests and benchmarks.
@@ -199,8 +276,8 @@ pub enum Outcome {
     Pass(Option<Stats>),
     /// Healthy by `/about/health`, stats endpoint absent (404).
     PassNoStats,
-    /// The bridge says it is unhealthy: down at once.
-    Unhealthy(String),
+    /// The bridge says it is unhealthy: down at once. Stats when it sent them.
+    Unhealthy(String, Option<Stats>),
     /// No usable answer (timeout, refused, garbage): counts towards the fall threshold.
     Failed(Cause, String),
 }
@@ -230,229 +307,105 @@ impl Cause {
     }
 }
 
-/// Applies one outcome to a bridge's health, by the rise and fall rules.
-pub fn apply(previous: &Health, outcome: Outcome, config: &Config) -> Health {
+/// When a result is applied, and a random draw in `0..1` for the hold-down's jitter; passed
+/// in so that [`apply`] reads no clock and no random source.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    /// Now.
+    pub now: Instant,
+    /// Uniform in `0..1`.
+    pub draw: f64,
+}
+
+/// Applies one outcome to a bridge's health, by the rise, fall and hold-down rules.
+pub fn apply(previous: &Health, outcome: Outcome, config: &Config, at: Moment) -> Health {
     let mut next = previous.clone();
+    next.checked_at = Some(at.now);
     match outcome {
         Outcome::Pass(stats) => {
             next.stats = stats;
             next.stats_unavailable = false;
-            pass(&mut next, config);
+            pass(&mut next, config, at.now);
         }
         Outcome::PassNoStats => {
             next.stats = None;
             next.stats_unavailable = true;
-            pass(&mut next, config);
+            pass(&mut next, config, at.now);
         }
-        Outcome::Unhealthy(why) => {
-            next.passes = 0;
-            next.failures = next.failures.saturating_add(1);
-            next.state = State::Down;
-            next.last_error = Some(why);
-        }
-        Outcome::Failed(_, why) => {
-            next.passes = 0;
-            next.failures = next.failures.saturating_add(1);
-            if next.failures >= config.fall {
-                next.state = State::Down;
-                next.stats = None;
+        Outcome::Unhealthy(why, stats) => {
+            if stats.is_some() {
+                next.stats = stats;
             }
-            next.last_error = Some(why);
+            fail(&mut next, why, true, config, at);
         }
+        Outcome::Failed(_, why) => fail(&mut next, why, false, config, at),
     }
     next
 }
 
-fn pass(health: &mut Health, config: &Config) {
+fn pass(health: &mut Health, config: &Config, now: Instant) {
     health.failures = 0;
     health.passes = health.passes.saturating_add(1);
     health.last_error = None;
-    // A bridge never seen before is trusted on its first pass; a down one must earn it.
-    if health.state == State::Unknown || health.passes >= config.rise {
+    let held = health.held_until.is_some_and(|until| now < until);
+    // A bridge never seen failing is trusted on its first pass; a failed one must earn it.
+    let earned = health.held_until.is_none() || health.passes >= config.rise;
+    if health.state != State::Up && earned && !held {
         health.state = State::Up;
+        health.up_since = Some(now);
     }
 }
 
-/// Asks one bridge for its health and stats.
-pub async fn probe(client: &reqwest::Client, bridge: &Bridge, config: &Config) -> Outcome {
-    let base = bridge.url.trim_end_matches('/');
-    match fetch(client, &format!("{base}/about/health"), config).await {
-        Ok((status, _)) if status.is_success() => {}
-        Ok((status, body)) if status.is_server_error() => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Outcome::Unhealthy(format!("health answered {status}: {}", text.trim()));
-        }
-        Ok((status, _)) => {
-            return Outcome::Failed(Cause::Status, format!("health answered {status}"));
-        }
-        Err(failure) => return failure,
-    }
-    if !bridge.stats {
-        return Outcome::Pass(None);
-    }
-    match fetch(client, &format!("{base}/colibri/stats"), config).await {
-        Ok((status, _)) if status == reqwest::StatusCode::NOT_FOUND => Outcome::PassNoStats,
-        Ok((status, body)) if status.is_success() => match serde_json::from_slice::<Stats>(&body) {
-            Ok(stats) if stats.healthy == Some(false) => {
-                Outcome::Unhealthy("stats report healthy: false".to_owned())
-            }
-            Ok(stats) => Outcome::Pass(Some(stats)),
-            Err(error) => {
-                Outcome::Failed(Cause::Body, format!("stats are not valid JSON: {error}"))
-            }
-        },
-        Ok((status, _)) => Outcome::Failed(Cause::Status, format!("stats answered {status}")),
-        Err(failure) => failure,
-    }
-}
-
-/// GETs `url`, reading at most `max_body_bytes`, all within `timeout_ms`.
-async fn fetch(
-    client: &reqwest::Client,
-    url: &str,
-    config: &Config,
-) -> Result<(reqwest::StatusCode, Vec<u8>), Outcome> {
-    let timeout = Duration::from_millis(config.timeout_ms);
-    let request = async {
-        let mut response = client.get(url).send().await.map_err(request_failure)?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(request_failure)? {
-            if body.len() + chunk.len() > config.max_body_bytes {
-                let why = format!("body larger than {} bytes", config.max_body_bytes);
-                return Err(Outcome::Failed(Cause::Body, why));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    };
-    match tokio::time::timeout(timeout, request).await {
-        Ok(result) => result,
-        Err(_) => Err(Outcome::Failed(
-            Cause::Timeout,
-            format!("no answer in {timeout:?}"),
-        )),
-    }
-}
-
-fn request_failure(error: reqwest::Error) -> Outcome {
-    let cause = if error.is_timeout() {
-        Cause::Timeout
-    } else if error.is_connect() {
-        Cause::Connect
-    } else {
-        Cause::Body
-    };
-    Outcome::Failed(cause, error.to_string())
-}
-
-/// What the prober needs: where to read bridges and where to publish health.
-pub struct Prober {
-    /// The registry, read at the start of every round.
-    pub catalog: Arc<ArcSwap<Catalog>>,
-    /// Where snapshots are published.
-    pub health: Arc<ArcSwap<HealthSnapshot>>,
-    /// Set after the first complete round.
-    pub ready: Arc<AtomicBool>,
-    /// Probe settings.
-    pub config: Config,
-    /// Series to update.
-    pub metrics: Arc<Metrics>,
-}
-
-impl Prober {
-    /// Probes until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let client = match reqwest::Client::builder().no_proxy().build() {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "cannot build the HTTP client; bridges stay unknown");
-                return;
-            }
-        };
-        let interval = Duration::from_millis(self.config.interval_ms);
-        loop {
-            let started = tokio::time::Instant::now();
-            tokio::select! {
-                () = self.round(&client) => {}
-                _ = shutdown.changed() => break,
-            }
-            self.ready.store(true, Ordering::Release);
-            let pause = jittered(interval).saturating_sub(started.elapsed());
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => break,
-            }
-        }
-        tracing::info!("prober stopped");
-    }
-
-    async fn round(&self, client: &reqwest::Client) {
-        let catalog = self.catalog.load_full();
-        let mut tasks = tokio::task::JoinSet::new();
-        let spread = Duration::from_millis((self.config.interval_ms / 20).min(250));
-        for bridge in catalog.bridges().iter().cloned() {
-            let (client, config) = (client.clone(), self.config.clone());
-            let span = tracing::debug_span!("probe", bridge.id = %bridge.id);
-            tasks.spawn(
-                async move {
-                    // Spread the round so every bridge is not asked at the same instant.
-                    tokio::time::sleep(random_below(spread)).await;
-                    let started = std::time::Instant::now();
-                    let outcome = probe(&client, &bridge, &config).await;
-                    (bridge, outcome, started.elapsed())
-                }
-                .instrument(span),
-            );
-        }
-        let previous = self.health.load_full();
-        let mut next = HealthSnapshot {
-            bridges: HashMap::new(),
-            rounds: previous.rounds + 1,
-        };
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((bridge, outcome, took)) = joined else {
-                continue;
-            };
-            self.metrics.observe_probe(&bridge, &outcome, took);
-            let before = previous.get(&bridge.id).cloned().unwrap_or_default();
-            let after = apply(&before, outcome, &self.config);
-            log_change(&bridge, &before, &after);
-            self.metrics.set_bridge_health(&bridge, &after);
-            next.bridges.insert(bridge.id.clone(), after);
-        }
-        self.health.store(Arc::new(next));
-    }
-}
-
-fn log_change(bridge: &Bridge, before: &Health, after: &Health) {
-    if before.state == after.state {
+fn fail(health: &mut Health, why: String, explicit: bool, config: &Config, at: Moment) {
+    health.passes = 0;
+    health.failures = health.failures.saturating_add(1);
+    health.last_error = Some(why);
+    if health.state == State::Down || !(explicit || health.failures >= config.fall) {
         return;
     }
-    let (from, to) = (before.state, after.state);
-    match (to, &after.last_error) {
-        (State::Down, Some(error)) => tracing::warn!(
-            bridge.id = %bridge.id, region = %bridge.region, ?from, ?to, %error,
-            "bridge state changed"
-        ),
-        _ => tracing::info!(
-            bridge.id = %bridge.id, region = %bridge.region, ?from, ?to, "bridge state changed"
-        ),
+    if !explicit {
+        health.stats = None;
     }
+    // A bridge that stayed up longer than the longest hold-down has its flaps forgiven.
+    let max = Duration::from_millis(config.max_hold_down_ms);
+    if health
+        .up_since
+        .is_some_and(|t| at.now.duration_since(t) >= max)
+    {
+        health.flaps = 0;
+    }
+    health.flaps = health.flaps.saturating_add(1);
+    health.hold_down_ms = hold_down_ms(health.flaps, config, at.draw);
+    health.held_until = Some(at.now + Duration::from_millis(health.hold_down_ms));
+    health.state = State::Down;
+    health.up_since = None;
 }
 
-/// `base` plus or minus up to 10%, so instances do not probe in lockstep.
-fn jittered(base: Duration) -> Duration {
-    let tenth = base / 10;
-    base - tenth + random_below(tenth * 2)
+/// The hold-down after the `flaps`-th fall: doubling from `hold_down_ms`, ±10% by `draw`,
+/// never above `max_hold_down_ms`.
+pub fn hold_down_ms(flaps: u32, config: &Config, draw: f64) -> u64 {
+    let doublings = flaps.saturating_sub(1).min(30);
+    let base = config.hold_down_ms.saturating_mul(1 << doublings) as f64;
+    let jittered = base * (0.9 + 0.2 * draw.clamp(0.0, 1.0));
+    (jittered as u64).min(config.max_hold_down_ms)
 }
 
-fn random_below(limit: Duration) -> Duration {
-    let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
-        return Duration::ZERO;
+/// The health of a bridge whose latest result is too old at `now`, if it is.
+pub fn expire(health: &Health, config: &Config, now: Instant) -> Option<Health> {
+    let stale_after = config.interval() * STALE_INTERVALS;
+    let checked = health.checked_at?;
+    if health.state == State::Unknown || now.duration_since(checked) < stale_after {
+        return None;
     }
-    Duration::from_nanos(rand::random_range(0..nanos))
+    let mut next = health.clone();
+    next.state = State::Unknown;
+    next.passes = 0;
+    next.up_since = None;
+    next.last_error = Some(format!(
+        "no probe result for {} ms",
+        now.duration_since(checked).as_millis()
+    ));
+    Some(next)
 }
 
 #[cfg(test)]
@@ -463,6 +416,8 @@ mod tests {
         Config {
             rise: 2,
             fall: 3,
+            hold_down_ms: 60_000,
+            max_hold_down_ms: 600_000,
             ..Config::default()
         }
     }
@@ -471,30 +426,124 @@ mod tests {
         Outcome::Failed(Cause::Timeout, "no answer".to_owned())
     }
 
+    fn unhealthy() -> Outcome {
+        Outcome::Unhealthy("500".to_owned(), None)
+    }
+
+    fn at(start: Instant, secs: u64) -> Moment {
+        Moment {
+            now: start + Duration::from_secs(secs),
+            draw: 0.5,
+        }
+    }
+
     /// An up bridge survives fall-1 failures and goes down on the fall-th.
     #[test]
     fn fall_count_takes_a_bridge_down() {
-        let mut h = apply(&Health::default(), Outcome::Pass(None), &config());
+        let t = Instant::now();
+        let mut h = apply(&Health::default(), Outcome::Pass(None), &config(), at(t, 0));
         assert_eq!(h.state, State::Up);
-        for _ in 0..2 {
-            h = apply(&h, failed(), &config());
+        for s in 1..=2 {
+            h = apply(&h, failed(), &config(), at(t, s));
             assert_eq!(h.state, State::Up);
         }
-        h = apply(&h, failed(), &config());
-        assert_eq!(h.state, State::Down);
+        h = apply(&h, failed(), &config(), at(t, 3));
+        assert_eq!((h.state, h.flaps, h.hold_down_ms), (State::Down, 1, 60_000));
     }
 
-    /// A down bridge needs the rise count of passes; an explicit unhealthy is immediate.
+    /// A down bridge needs the rise count of passes and the end of its hold-down; an
+    /// explicit unhealthy is immediate.
     #[test]
-    fn rise_count_and_explicit_unhealthy() {
-        let up = apply(&Health::default(), Outcome::Pass(None), &config());
-        let down = apply(&up, Outcome::Unhealthy("500".to_owned()), &config());
+    fn rise_count_and_hold_down() {
+        let t = Instant::now();
+        let up = apply(&Health::default(), Outcome::Pass(None), &config(), at(t, 0));
+        let down = apply(&up, unhealthy(), &config(), at(t, 1));
         assert_eq!(down.state, State::Down);
-        let once = apply(&down, Outcome::Pass(None), &config());
-        assert_eq!(once.state, State::Down);
-        let twice = apply(&once, Outcome::PassNoStats, &config());
-        assert_eq!(twice.state, State::Up);
-        assert!(twice.stats_unavailable);
+        let once = apply(&down, Outcome::Pass(None), &config(), at(t, 2));
+        let twice = apply(&once, Outcome::PassNoStats, &config(), at(t, 3));
+        assert_eq!(
+            (once.state, twice.state),
+            (State::Down, State::Down),
+            "held"
+        );
+        let late = apply(&twice, Outcome::PassNoStats, &config(), at(t, 61));
+        assert_eq!(late.state, State::Up);
+        assert!(late.stats_unavailable);
+        let reset = apply(&down, Outcome::Pass(None), &config(), at(t, 61));
+        assert_eq!(reset.state, State::Down, "one pass is below the rise count");
+    }
+
+    /// Each flap doubles the hold-down up to the cap; a long stable run forgives flaps.
+    #[test]
+    fn hold_down_grows_per_flap_and_is_capped() {
+        let t = Instant::now();
+        let mut h = apply(&Health::default(), Outcome::Pass(None), &config(), at(t, 0));
+        let mut clock = 0;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            clock += 1;
+            h = apply(&h, unhealthy(), &config(), at(t, clock));
+            seen.push(h.hold_down_ms);
+            clock += h.hold_down_ms / 1000;
+            for _ in 0..2 {
+                h = apply(&h, Outcome::Pass(None), &config(), at(t, clock));
+            }
+            assert_eq!(h.state, State::Up);
+        }
+        assert_eq!(seen, [60_000, 120_000, 240_000, 480_000, 600_000, 600_000]);
+        clock += 600;
+        h = apply(&h, unhealthy(), &config(), at(t, clock));
+        assert_eq!((h.flaps, h.hold_down_ms), (1, 60_000));
+    }
+
+    /// The hold-down jitter stays within ±10% and under the cap.
+    #[test]
+    fn hold_down_jitter_is_bounded() {
+        let c = config();
+        assert_eq!(hold_down_ms(1, &c, 0.0), 54_000);
+        assert_eq!(hold_down_ms(1, &c, 1.0), 66_000);
+        assert_eq!(hold_down_ms(9, &c, 1.0), 600_000);
+    }
+
+    /// No result for three intervals makes a bridge unknown; a recent one does not.
+    #[test]
+    fn stale_bridge_becomes_unknown() {
+        let t = Instant::now();
+        let c = config();
+        let up = apply(&Health::default(), Outcome::Pass(None), &c, at(t, 0));
+        assert_eq!(expire(&up, &c, t + Duration::from_millis(14_999)), None);
+        let stale = expire(&up, &c, t + Duration::from_secs(15)).expect("stale");
+        assert_eq!(stale.state, State::Unknown);
+        let back = apply(&stale, Outcome::Pass(None), &c, at(t, 16));
+        assert_eq!(
+            back.state,
+            State::Up,
+            "never failed: trusted on its first pass"
+        );
+    }
+
+    /// Flags follow the latest stats: a bridge that was shutting down and restarted is
+    /// usable again.
+    #[test]
+    fn flags_follow_latest_stats() {
+        let t = Instant::now();
+        let closing = Stats {
+            shutting_down: true,
+            ..Stats::default()
+        };
+        let h = apply(
+            &Health::default(),
+            Outcome::Pass(Some(closing)),
+            &config(),
+            at(t, 0),
+        );
+        let h = apply(
+            &h,
+            Outcome::Pass(Some(Stats::default())),
+            &config(),
+            at(t, 5),
+        );
+        assert!(!h.stats.expect("stats").shutting_down);
     }
 
     /// Every fixture of a real bridge's stats parses, unknown keys ignored.

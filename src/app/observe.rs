@@ -66,6 +66,8 @@ impl Regions {
     /// Sets every region's gauges; logs each state change once the first probe round is in.
     fn publish(&mut self, state: &AppState, catalog: &Catalog, health: &HealthSnapshot) {
         let survey = select::survey(catalog, health, &state.policy);
+        // Every bridge has had a first probe result.
+        let probed = state.ready.load(std::sync::atomic::Ordering::Acquire);
         let mut current = HashMap::new();
         for (i, (region, considered)) in catalog.regions().iter().zip(&survey).enumerate() {
             let id = region.id.as_str();
@@ -73,7 +75,7 @@ impl Regions {
             let bridges = catalog.bridges_of(i).len();
             let eligible = considered.eligible_bridges;
             state.metrics.set_region(id, bridges, eligible, now);
-            if health.rounds > 0 {
+            if probed {
                 self.log_change(id, now, bridges, eligible);
                 current.insert(id.to_owned(), now);
             }
@@ -81,7 +83,7 @@ impl Regions {
         for gone in self.states.keys().filter(|id| !current.contains_key(*id)) {
             state.metrics.forget_region(gone);
         }
-        if health.rounds > 0 {
+        if probed {
             self.states = current;
         }
     }

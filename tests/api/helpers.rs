@@ -107,6 +107,7 @@ pub async fn spawn_app(options: Options) -> App {
         )
         .env("GEOBRIDGE_PROBE_INTERVAL_MS", "200")
         .env("GEOBRIDGE_PROBE_TIMEOUT_MS", "150")
+        .env("GEOBRIDGE_PROBE_HOLD_DOWN_MS", "300")
         .env("RUST_LOG", "info,geobridge=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -253,12 +254,20 @@ pub enum Behaviour {
     Hang,
     /// 200 on health, stats that are not JSON.
     Garbage,
+    /// 200 on health; stats send their headers and then nothing, forever.
+    HangAfterHeaders,
+    /// 200 on health; 50 MB of stats, streamed with no length announced.
+    Huge,
+    /// 200 on health; 404 for stats (the bridge's REST API is off).
+    NoStats,
 }
 
 /// A fake Videobridge on 127.0.0.1:0.
 pub struct FakeBridge {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Requests to `/about/health` so far.
+    pub health_hits: Arc<std::sync::atomic::AtomicU64>,
     behaviour: Arc<Mutex<Behaviour>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -275,8 +284,16 @@ impl FakeBridge {
         let behaviour = Arc::new(Mutex::new(Behaviour::Healthy(fixture("stats-idle.json"))));
         let health = behaviour.clone();
         let stats = behaviour.clone();
+        let health_hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let hits = health_hits.clone();
         let router = Router::new()
-            .route("/about/health", get(move || answer_health(health.clone())))
+            .route(
+                "/about/health",
+                get(move || {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    answer_health(health.clone())
+                }),
+            )
             .route("/colibri/stats", get(move || answer_stats(stats.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -287,6 +304,7 @@ impl FakeBridge {
         });
         FakeBridge {
             url,
+            health_hits,
             behaviour,
             task,
         }
@@ -307,13 +325,30 @@ async fn answer_health(behaviour: Arc<Mutex<Behaviour>>) -> (StatusCode, String)
     }
 }
 
-async fn answer_stats(behaviour: Arc<Mutex<Behaviour>>) -> (StatusCode, String) {
+async fn answer_stats(behaviour: Arc<Mutex<Behaviour>>) -> axum::response::Response {
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+    use futures_util::{StreamExt, stream};
     let current = behaviour.lock().expect("behaviour lock").clone();
     match current {
-        Behaviour::Healthy(stats) => (StatusCode::OK, stats),
-        Behaviour::Garbage => (StatusCode::OK, "{not json".to_owned()),
+        Behaviour::Healthy(stats) => (StatusCode::OK, stats).into_response(),
+        Behaviour::Garbage => (StatusCode::OK, "{not json".to_owned()).into_response(),
         Behaviour::Hang => std::future::pending().await,
-        Behaviour::Unhealthy => (StatusCode::OK, fixture("stats-idle.json")),
+        Behaviour::Unhealthy => (StatusCode::OK, fixture("stats-idle.json")).into_response(),
+        Behaviour::NoStats => (StatusCode::NOT_FOUND, "").into_response(),
+        Behaviour::HangAfterHeaders => {
+            let start = b"{\"stress_level\":".to_vec();
+            let first = stream::once(async move { Ok::<_, std::io::Error>(start) });
+            let body = Body::from_stream(first.chain(stream::pending()));
+            (StatusCode::OK, body).into_response()
+        }
+        Behaviour::Huge => {
+            // 800 chunks of 64 KiB: about 50 MB, valid JSON never closed.
+            let chunk = vec![b' '; 64 * 1024];
+            let chunks = (0..800).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+            let body = Body::from_stream(stream::iter(chunks));
+            (StatusCode::OK, body).into_response()
+        }
     }
 }
 
