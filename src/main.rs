@@ -86,7 +86,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("the runtime starts");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("geobridge: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async {
         let state = match app::prepare(&settings).await {
             Ok(state) => state,
