@@ -20,7 +20,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+pub mod fast;
 mod forwarded;
+pub(crate) mod json;
 mod openapi;
 pub mod registry;
 
@@ -69,6 +71,8 @@ pub struct AppState {
     pub reservations: Mutex<Ledger>,
     /// Durable regions, bridges and rooms.
     pub store: Store,
+    /// Series the selection touches on every request, resolved once.
+    pub series: fast::Series,
     /// The settings the process started with (pins, shards, room lifetime).
     pub settings: Arc<Settings>,
 }
@@ -103,7 +107,8 @@ impl AppState {
     }
 }
 
-type Shared = Arc<AppState>;
+/// The state handlers share.
+pub type Shared = Arc<AppState>;
 
 /// Who a credential belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -706,11 +711,12 @@ fn decide(
     reserve: Option<u32>,
 ) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
+    // Positions in `fast::LOOKUP_OUTCOMES`.
     let (mut outcome, location) = match lookup {
-        Lookup::Located(l) if l.coarse => ("coarse", Some(l)),
-        Lookup::Located(l) => ("located", Some(l)),
-        Lookup::NoData => ("no_data", None),
-        Lookup::Special(_) => ("private", None),
+        Lookup::Located(l) if l.coarse => (1, Some(l)),
+        Lookup::Located(l) => (0, Some(l)),
+        Lookup::NoData => (2, None),
+        Lookup::Special(_) => (3, None),
     };
     let client = Client {
         ip: Some(ip),
@@ -721,18 +727,13 @@ fn decide(
         .as_ref()
         .is_ok_and(|d| d.reason == select::Reason::NetworkPin)
     {
-        outcome = "pinned";
+        outcome = 4;
     }
-    let geo_lookups = &state.metrics.geo_lookups;
-    geo_lookups.with_label_values(&[outcome]).inc();
+    state.series.lookup(outcome);
     match chosen {
         Ok(decision) => {
-            let labels = [
-                decision.region.as_str(),
-                decision.reason.label(),
-                tier_label(&decision),
-            ];
-            state.metrics.decisions.with_label_values(&labels).inc();
+            let series = &state.series.decisions;
+            series.count(&state.metrics, catalog, &decision);
             if decision.degraded {
                 let labels = [decision.region.as_str(), tier_label(&decision)];
                 let degraded = &state.metrics.degraded_decisions;

@@ -9,6 +9,7 @@
 
 mod http;
 mod observe;
+mod plain;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -54,6 +55,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     };
     let build = i64::try_from(geo.info().build_epoch).unwrap_or(0);
     metrics.geo_build_time.set(build);
+    let series = api::fast::Series::new(&metrics);
     let state = Arc::new(AppState {
         geo: Arc::new(Geo::new(geo)),
         catalog: Arc::new(ArcSwap::from_pointee(settings.catalog.clone())),
@@ -73,6 +75,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
             settings.policy.reservation_seconds,
         ))),
         store,
+        series,
         settings: Arc::new(settings.clone()),
     });
     let registry = state
@@ -263,7 +266,8 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
             .shutting_down
             .store(true, std::sync::atomic::Ordering::Release);
     };
-    http::serve(listener, api::router(state.clone()), limits, stop_serving).await;
+    let router = api::router(state.clone());
+    http::serve(listener, state.clone(), router, limits, stop_serving).await;
     tracing::info!("stopping background tasks");
     let _ = stop.send(true);
     probing.await?;

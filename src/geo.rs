@@ -6,6 +6,8 @@
 //! [`Geo`] holds the database behind an atomic pointer so a reload can swap it in while
 //! requests keep using the one they started with.
 
+mod buffer;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,6 +16,8 @@ use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+
+use buffer::Buffer;
 
 /// Mean Earth radius used for great-circle distances.
 const EARTH_RADIUS_KM: f64 = 6371.0;
@@ -259,14 +263,17 @@ pub struct Info {
 
 /// One open database.
 pub struct Database {
-    reader: maxminddb::Reader<Vec<u8>>,
+    reader: maxminddb::Reader<Buffer>,
     info: Info,
 }
 
 impl Database {
     /// Reads the whole file and checks that it is a City or Country database.
     pub fn open(path: &Path) -> Result<Database, Error> {
-        let reader = maxminddb::Reader::open_readfile(path).map_err(|source| Error::Open {
+        let opened = Buffer::read(path)
+            .map_err(maxminddb::MaxMindDbError::from)
+            .and_then(maxminddb::Reader::from_source);
+        let reader = opened.map_err(|source| Error::Open {
             path: path.to_owned(),
             source,
         })?;

@@ -1,25 +1,36 @@
-//! The accept loop: HTTP/1 and HTTP/2 connections with limits, drained on shutdown.
+//! The accept loop: every connection starts on the plain HTTP/1.1 loop of [`plain`] and moves
+//! to hyper and the router at the first request that loop does not take.
 //!
-//! Each connection gets a deadline for its request head and a cap on the head's size, so a
-//! slow or hostile client cannot hold a connection open forever. On shutdown the listener is
-//! closed first (new connections are refused), then connections finish the requests they
-//! are serving, for at most the grace period.
+//! Both sides give a request head a deadline and cap its size, so a slow or hostile client
+//! cannot hold a connection open forever. On shutdown the listener is closed first (new
+//! connections are refused), then connections finish the requests they are serving, for at
+//! most the grace period.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, Response, header};
+use futures_util::future::{Either, ready};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceExt;
+
+use super::plain;
+use crate::api::{Shared, fast};
 
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Time to receive a request head.
+    /// Time to receive a request head; an idle connection is closed after as long.
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
@@ -27,24 +38,31 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// Serves `router` on `listener` until `stop` completes, then drains.
+/// What every connection needs.
+pub struct Server {
+    pub(super) state: Shared,
+    router: Router,
+    builder: Builder<TokioExecutor>,
+    pub(super) limits: Limits,
+}
+
+/// Serves on `listener` until `stop` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
+    state: Shared,
     router: Router,
     limits: Limits,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
+    let server = Arc::new(Server {
+        state,
+        router,
+        builder: builder(&limits),
+        limits,
+    });
+    // Each connection holds a receiver: the send asks them to finish, the sender's
+    // `closed` tells when the last one has.
+    let (stopping, watch) = watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -59,28 +77,91 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
-        });
+        // Answers are written whole; waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let connection = plain::Connection::new(server.clone(), peer, watch.clone());
+        tokio::spawn(connection.run(stream));
     }
-    drop(listener);
-    tracing::info!(
-        grace_ms = limits.grace.as_millis() as u64,
-        "listener closed; draining"
-    );
+    drop((listener, watch));
+    let grace = limits.grace;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "listener closed; draining");
+    let _ = stopping.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections finished"),
-        () = tokio::time::sleep(limits.grace) => {
+        () = stopping.closed() => tracing::info!("all connections finished"),
+        () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over; closing the connections still open");
         }
     }
+}
+
+fn builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
+    builder
+}
+
+impl Server {
+    /// Serves the rest of a connection with hyper and the router; `io` replays what the
+    /// plain loop read but did not answer.
+    pub(super) async fn hand_over<I>(&self, io: I, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (router, state) = (self.router.clone(), self.state.clone());
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            if let Some(response) = answer_fast(&state, &request) {
+                return Either::Left(ready(Ok::<_, Infallible>(response)));
+            }
+            request.extensions_mut().insert(ConnectInfo(peer));
+            Either::Right(router.clone().oneshot(request))
+        });
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let finished = if *stop.borrow_and_update() {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        } else {
+            tokio::select! {
+                finished = connection.as_mut() => finished,
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        };
+        if let Err(error) = finished {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// The hot path's answer to `request` on a hyper connection, when it takes it.
+pub fn answer_fast<B>(state: &Shared, request: &Request<B>) -> Option<Response<Body>> {
+    let headers = request.headers();
+    let head = fast::Head {
+        method: request.method().as_str(),
+        target: request.uri().path_and_query()?.as_str(),
+        authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        has_body: declares_body(headers),
+    };
+    let mut body = Vec::with_capacity(2048);
+    let status = fast::answer(state, &head, &mut body)?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let json = header::HeaderValue::from_static("application/json");
+    response.headers_mut().insert(header::CONTENT_TYPE, json);
+    Some(response)
+}
+
+fn declares_body(headers: &HeaderMap) -> bool {
+    let length = headers.get(header::CONTENT_LENGTH);
+    headers.contains_key(header::TRANSFER_ENCODING) || length.is_some_and(|v| v != "0")
 }

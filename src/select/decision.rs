@@ -135,6 +135,16 @@ impl Regions {
         self.iter().find(|(r, _)| r.as_str() == id).map(|(_, c)| c)
     }
 
+    /// The catalog the decision was made from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Catalog position of the region taken.
+    pub fn taken(&self) -> Option<usize> {
+        self.entries.iter().find(|c| c.why == Why::Taken).map(|c| c.index)
+    }
+
     /// Number of regions.
     pub fn len(&self) -> usize {
         self.entries.len()

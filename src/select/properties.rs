@@ -226,4 +226,21 @@ proptest! {
             Err(_) => {}
         }
     }
+
+    /// The hot path's hand-written JSON equals serde's for every decision.
+    #[test]
+    fn hand_written_json_matches_serde(world in world(), located in any::<bool>()) {
+        let (catalog, health) = build(&world);
+        let client = Client {
+            ip: None,
+            location: located.then_some(&world.client),
+        };
+        let Ok(decision) = select(client, &catalog, &health, &Policy::default()) else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        crate::api::json::write_decision(&mut out, &decision);
+        let expected = serde_json::to_vec(&decision).expect("serialises");
+        prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+    }
 }

@@ -1,0 +1,268 @@
+//! The selection answer written as JSON bytes directly, for the hot path.
+//!
+//! `GET /v1/regions/select` is the endpoint lobbies call for every user, so its answer is
+//! written here without serde's machinery: identifiers are known to need no escaping,
+//! distances are whole kilometres, and the bytes go straight into one reused buffer. The
+//! output is byte for byte what `serde_json` makes of [`Selected`]; a property test holds
+//! the two together (here and in `select::properties`), so the serde types stay the one
+//! definition of the format.
+
+use crate::catalog::Catalog;
+use crate::geo::{CountryCode, Location, Point};
+use crate::select::{Considered, Decision, Why};
+
+/// Appends `{"region":…,"location":…,"decision":…}` for `decision` and `location`.
+pub fn write_selected(out: &mut Vec<u8>, location: Option<&Location>, decision: &Decision) {
+    out.extend_from_slice(b"{\"region\":");
+    id(out, decision.region.as_str());
+    out.extend_from_slice(b",\"location\":");
+    match location {
+        Some(location) => write_location(out, location),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"decision\":");
+    write_decision(out, decision);
+    out.push(b'}');
+}
+
+/// Appends a [`Location`] as serde writes it.
+pub fn write_location(out: &mut Vec<u8>, location: &Location) {
+    out.extend_from_slice(b"{\"country\":");
+    code(out, location.country);
+    out.extend_from_slice(b",\"continent\":");
+    code(out, location.continent);
+    out.extend_from_slice(b",\"subdivision\":");
+    match &location.subdivision {
+        Some(name) => string(out, name),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"point\":");
+    match location.point {
+        Some(Point {
+            latitude,
+            longitude,
+        }) => {
+            out.extend_from_slice(b"{\"latitude\":");
+            float(out, Some(latitude));
+            out.extend_from_slice(b",\"longitude\":");
+            float(out, Some(longitude));
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"accuracy_km\":");
+    match location.accuracy_km {
+        Some(km) => integer(out, u64::from(km)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"coarse\":");
+    boolean(out, location.coarse);
+    out.push(b'}');
+}
+
+/// Appends a [`Decision`] as serde writes it.
+pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
+    out.extend_from_slice(b"{\"region\":");
+    id(out, decision.region.as_str());
+    out.extend_from_slice(b",\"reason\":");
+    id(out, decision.reason.label());
+    out.extend_from_slice(b",\"tier\":");
+    id(out, decision.tier.label());
+    out.extend_from_slice(b",\"degraded\":");
+    boolean(out, decision.degraded);
+    out.extend_from_slice(b",\"unwatched\":");
+    boolean(out, decision.unwatched);
+    out.extend_from_slice(b",\"distance_km\":");
+    float(out, decision.distance_km.map(f64::round));
+    out.extend_from_slice(b",\"bridge\":");
+    match &decision.bridge {
+        Some(bridge) => id(out, bridge.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"steps\":[");
+    for (i, step) in decision.steps.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, step);
+    }
+    out.extend_from_slice(b"],\"regions\":[");
+    let catalog: &Catalog = decision.regions.catalog();
+    for (i, (region, considered)) in decision.regions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_considered(out, catalog, region.as_str(), considered);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// One entry of the decision's `regions`.
+fn write_considered(out: &mut Vec<u8>, catalog: &Catalog, region: &str, c: &Considered) {
+    out.extend_from_slice(b"{\"region\":");
+    id(out, region);
+    out.extend_from_slice(b",\"distance_km\":");
+    float(out, c.distance_km.map(f64::round));
+    out.extend_from_slice(b",\"tier\":");
+    id(out, c.tier.label());
+    out.extend_from_slice(b",\"unwatched\":");
+    boolean(out, c.unwatched);
+    out.extend_from_slice(b",\"eligible_bridges\":");
+    integer(out, c.eligible_bridges as u64);
+    out.extend_from_slice(b",\"stress\":");
+    float(out, c.stress.map(|x| (x * 1000.0).round() / 1000.0));
+    out.extend_from_slice(b",\"bridge\":");
+    match c.bridge {
+        Some(b) => id(out, catalog.bridges()[b].id.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"why\":");
+    id(out, why_label(c.why));
+    out.push(b'}');
+}
+
+fn why_label(why: Why) -> &'static str {
+    match why {
+        Why::Taken => "taken",
+        Why::WorseTier => "worse_tier",
+        Why::Farther => "farther",
+        Why::OutsideGroup => "outside_group",
+        Why::NotPreferred => "not_preferred",
+    }
+}
+
+/// A string that needs no escaping: identifiers (`[a-z0-9-]`) and fixed labels.
+fn id(out: &mut Vec<u8>, text: &str) {
+    debug_assert!(text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+fn code(out: &mut Vec<u8>, code: Option<CountryCode>) {
+    match code {
+        Some(code) => id(out, code.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn boolean(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
+fn integer(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// A number as serde_json writes an `f64`: shortest round-trip form, `null` when not finite.
+fn float(out: &mut Vec<u8>, value: Option<f64>) {
+    match value {
+        // Whole numbers below 10^15 (every distance) print as digits and `.0`; cheaper than
+        // the general shortest form, and the same text.
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 && !(x == 0.0 && x.is_sign_negative()) => {
+            out.extend_from_slice(itoa::Buffer::new().format(x as i64).as_bytes());
+            out.extend_from_slice(b".0");
+        }
+        Some(x) if x.is_finite() => {
+            out.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string with quotes, backslashes and control characters escaped.
+pub fn string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&hex);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn location() -> impl Strategy<Value = Location> {
+        let code = prop::option::of("[A-Z]{2}").prop_map(|c| {
+            c.map(|c| CountryCode::parse(&c).expect("two letters"))
+        });
+        let point = prop::option::of((-90.0..=90.0f64, -180.0..=180.0f64));
+        (
+            code.clone(),
+            code,
+            prop::option::of(any::<String>()),
+            point,
+            prop::option::of(any::<u16>()),
+            any::<bool>(),
+        )
+            .prop_map(|(country, continent, subdivision, point, accuracy_km, coarse)| {
+                Location {
+                    country,
+                    continent,
+                    subdivision,
+                    point: point.map(|(latitude, longitude)| Point {
+                        latitude,
+                        longitude,
+                    }),
+                    accuracy_km,
+                    coarse,
+                }
+            })
+    }
+
+    proptest! {
+        /// Any location, including names with quotes, backslashes and control characters,
+        /// is written exactly as serde writes it.
+        #[test]
+        fn locations_match_serde(location in location()) {
+            let mut out = Vec::new();
+            write_location(&mut out, &location);
+            let expected = serde_json::to_vec(&location).expect("serialisable");
+            prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        }
+
+        /// Any string is escaped as serde escapes it.
+        #[test]
+        fn strings_match_serde(text in any::<String>()) {
+            let mut out = Vec::new();
+            string(&mut out, &text);
+            prop_assert_eq!(out, serde_json::to_vec(&text).expect("serialisable"));
+        }
+
+        /// Any float, including integers, tiny and huge values, is written as serde writes it.
+        #[test]
+        fn floats_match_serde(x in any::<f64>(), whole in -1e16..1e16f64) {
+            for x in [x, whole.round(), -0.0, 1e15, 1e15 - 1.0] {
+                let mut out = Vec::new();
+                float(&mut out, Some(x));
+                prop_assert_eq!(out, serde_json::to_vec(&x).expect("serialisable"));
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! A plain HTTP/1.1 loop that answers selections and hands everything else to hyper.
+//!
+//! Lobbies keep connections open and send one `GET /v1/regions/select?ip=…` after another.
+//! This loop reads request heads with `httparse`, lets [`fast`] answer the plain ones and
+//! writes each answer with one system call. At the first request it does not take (another
+//! route, a body, HTTP/1.0, `Connection: close`, an upgrade, a head larger than its buffer,
+//! an error to explain, HTTP/2's preface, anything it cannot parse) it hands the
+//! connection, with every byte read and not yet answered, to hyper and the router for the
+//! rest of its life. So protocol corner cases and every error answer stay theirs.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::http::Server;
+use crate::api::fast;
+
+/// Most headers a plain request may have; more go to hyper.
+const MAX_HEADERS: usize = 32;
+
+/// The read buffer; a head that does not fit goes to hyper, which applies the configured cap.
+const BUFFER_BYTES: usize = 8 * 1024;
+
+/// One connection on the plain loop.
+pub struct Connection {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+}
+
+/// What the loop does with the bytes it has.
+enum Step {
+    /// A request was answered into the output; this many bytes were its head.
+    Answered(usize),
+    /// The head is not complete yet.
+    NeedMore,
+    /// Not a request for this loop.
+    HandOver,
+}
+
+impl Connection {
+    /// A connection from `peer`, asked to finish when `stop` turns true.
+    pub fn new(server: Arc<Server>, peer: SocketAddr, stop: watch::Receiver<bool>) -> Self {
+        Connection { server, peer, stop }
+    }
+
+    /// Serves `stream` until the client closes it, it idles past the head deadline, the
+    /// server stops, or it is handed to hyper.
+    pub async fn run(mut self, mut stream: TcpStream) {
+        let limits = self.server.limits;
+        let mut input = vec![0u8; BUFFER_BYTES.min(limits.max_header_bytes.max(1024))];
+        let (mut filled, mut output, mut body) = (0, Vec::new(), Vec::new());
+        // When the head being read must be complete; set at its first wait.
+        let mut deadline = None;
+        loop {
+            let mut used = 0;
+            let step = loop {
+                match self.step(&input[used..filled], &mut output, &mut body) {
+                    Step::Answered(n) => used += n,
+                    other => break other,
+                }
+            };
+            if !output.is_empty() {
+                if stream.write_all(&output).await.is_err() {
+                    return;
+                }
+                output.clear();
+            }
+            input.copy_within(used..filled, 0);
+            filled -= used;
+            if used > 0 || filled == 0 {
+                deadline = None;
+            }
+            if matches!(step, Step::HandOver) || filled == input.len() {
+                input.truncate(filled);
+                let io = Prefixed::new(input, stream);
+                return self.server.hand_over(io, self.peer, self.stop).await;
+            }
+            if filled == 0 && *self.stop.borrow_and_update() {
+                return;
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+            match self.read(&mut stream, &mut input[filled..], deadline).await {
+                Some(n) => filled += n,
+                None => return,
+            }
+        }
+    }
+
+    /// Reads more of a head within the head deadline; `None` when the connection should
+    /// close (closed by the client, failed, timed out, or idle at shutdown).
+    async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        into: &mut [u8],
+        deadline: Instant,
+    ) -> Option<usize> {
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read(into)) => read,
+            _ = self.stop.changed() => return None,
+        };
+        match read {
+            Ok(Ok(0)) => None,
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Answers the request at the start of `input` if it is a plain one.
+    fn step(&self, input: &[u8], output: &mut Vec<u8>, body: &mut Vec<u8>) -> Step {
+        if input.is_empty() {
+            return Step::NeedMore;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let used = match request.parse(input) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) => return Step::NeedMore,
+            Err(_) => return Step::HandOver,
+        };
+        let Some(head) = plain_head(&request) else {
+            return Step::HandOver;
+        };
+        body.clear();
+        let Some(status) = fast::answer(&self.server.state, &head, body) else {
+            return Step::HandOver;
+        };
+        write_response(output, status, body);
+        Step::Answered(used)
+    }
+}
+
+/// The head of an HTTP/1.1 request that keeps the connection and sends no body.
+fn plain_head<'a>(request: &httparse::Request<'_, 'a>) -> Option<fast::Head<'a>> {
+    if request.version != Some(1) {
+        return None;
+    }
+    let mut authorization = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization = authorization.or(Some(value));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if value != b"0" {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        } else if ["transfer-encoding", "upgrade", "expect"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            return None;
+        }
+    }
+    Some(fast::Head {
+        method: request.method?,
+        target: request.path?,
+        authorization,
+        has_body: false,
+    })
+}
+
+/// Appends a response with `body` as JSON.
+fn write_response(output: &mut Vec<u8>, status: StatusCode, body: &[u8]) {
+    output.extend_from_slice(b"HTTP/1.1 ");
+    output.extend_from_slice(status.as_str().as_bytes());
+    output.push(b' ');
+    output.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    output.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    output.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    output.extend_from_slice(b"\r\ndate: ");
+    DATE.with(|date| output.extend_from_slice(&date.now()));
+    output.extend_from_slice(b"\r\n\r\n");
+    output.extend_from_slice(body);
+}
+
+thread_local! {
+    static DATE: Date = const { Date { cached: std::cell::Cell::new((u64::MAX, [0; 29])) } };
+}
+
+/// The `Date` header value, formatted once a second.
+struct Date {
+    cached: std::cell::Cell<(u64, [u8; 29])>,
+}
+
+impl Date {
+    fn now(&self) -> [u8; 29] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (at, text) = self.cached.get();
+        if at == second {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        self.cached.set((second, text));
+        text
+    }
+}
+
+/// A stream that first replays bytes already read from it.
+pub struct Prefixed {
+    prefix: Vec<u8>,
+    position: usize,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
+        Prefixed {
+            prefix,
+            position: 0,
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.position < this.prefix.len() {
+            let rest = &this.prefix[this.position..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.position += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
