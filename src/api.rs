@@ -58,7 +58,7 @@ pub struct AppState {
     /// True once shutdown has begun: readiness turns false.
     pub shutting_down: AtomicBool,
     /// Requests in flight, capped by `server.max_concurrent_requests`.
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub in_flight: InFlight,
     /// Bearer credentials per role, replaced on reload.
     pub credentials: ArcSwap<Credentials>,
     /// Token claims and the Jitsi URL.
@@ -575,7 +575,7 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
             .into_response();
     }
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+    let Some(slot) = state.in_flight.try_take() else {
         state.metrics.overloaded.inc();
         return retry_later(
             "overloaded",
@@ -592,8 +592,42 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         }
     };
     state.metrics.in_flight.dec();
-    drop(permit);
+    drop(slot);
     response
+}
+
+/// Requests in flight under a cap; taking a slot never waits.
+#[derive(Debug)]
+pub struct InFlight {
+    taken: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl InFlight {
+    /// At most `cap` requests at once.
+    pub fn new(cap: usize) -> InFlight {
+        InFlight {
+            taken: std::sync::atomic::AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// A slot until the guard is dropped, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<Slot<'_>> {
+        let taken = self.taken.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self);
+        (taken < self.cap).then_some(slot)
+    }
+}
+
+/// One request's place in [`InFlight`].
+#[derive(Debug)]
+pub struct Slot<'a>(&'a InFlight);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Lets a request through only with a bearer credential of the role the route needs.

@@ -64,9 +64,7 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
         metrics: Arc::new(metrics),
         ready: Arc::new(AtomicBool::new(false)),
         shutting_down: AtomicBool::new(false),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(
-            settings.server.max_concurrent_requests,
-        )),
+        in_flight: api::InFlight::new(settings.server.max_concurrent_requests),
         credentials: ArcSwap::from_pointee(credentials),
         jitsi: settings.jitsi.clone(),
         policy: settings.policy.clone(),
@@ -389,16 +387,6 @@ pub async fn reload_geo(state: &AppState) -> bool {
     }
 }
 
-/// What identifies one version of a file on disk.
-fn signature(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some((meta.len(), meta.modified().ok()?, inode))
-}
-
 /// Reloads on SIGHUP, and when the GeoIP file is replaced, until `stop` turns true.
 async fn watch_for_reloads(
     state: Arc<AppState>,
@@ -408,11 +396,13 @@ async fn watch_for_reloads(
     let path = state.settings.geo.database.clone();
     let watch_ms = state.settings.geo.watch_ms;
     let every = Duration::from_millis(if watch_ms == 0 { 3_600_000 } else { watch_ms });
-    let mut seen = signature(&path);
+    // The file as it was read, not as it is once this task first runs: a replacement in
+    // between must count as a change.
+    let mut seen = state.geo.current().signature();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {
-                let now = signature(&path);
+                let now = crate::geo::signature(&path);
                 if watch_ms > 0 && now.is_some() && now != seen {
                     // A file still being written changes again; it is retried when it does.
                     seen = now;
@@ -420,7 +410,7 @@ async fn watch_for_reloads(
                 }
             }
             () = next_hangup(&mut hangups) => {
-                seen = signature(&path);
+                seen = crate::geo::signature(&path);
                 reload(&state).await;
             }
             _ = stop.changed() => break,

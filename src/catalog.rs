@@ -42,14 +42,14 @@ fn check_id(value: &str) -> Result<(), InvalidId> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        // Shared text: decisions and reservations copy ids on every request.
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// Checks `value` and wraps it.
             pub fn parse(value: &str) -> Result<Self, InvalidId> {
-                check_id(value).map(|()| Self(value.to_owned()))
+                check_id(value).map(|()| Self(value.into()))
             }
 
             /// The identifier as text.
@@ -61,6 +61,12 @@ macro_rules! id_type {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
             }
         }
 

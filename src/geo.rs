@@ -261,15 +261,32 @@ pub struct Info {
     pub build_epoch: u64,
 }
 
+/// What identifies one version of a file on disk: length, modification time, inode.
+pub type Signature = (u64, std::time::SystemTime, u64);
+
+/// The signature of the file at `path` now.
+pub fn signature(path: &Path) -> Option<Signature> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok()?, inode))
+}
+
 /// One open database.
 pub struct Database {
     reader: maxminddb::Reader<Buffer>,
     info: Info,
+    /// The file's signature just before it was read.
+    signature: Option<Signature>,
 }
 
 impl Database {
     /// Reads the whole file and checks that it is a City or Country database.
     pub fn open(path: &Path) -> Result<Database, Error> {
+        // Taken first: a replacement while reading shows as a change and is read again.
+        let signature = signature(path);
         let opened = Buffer::read(path)
             .map_err(maxminddb::MaxMindDbError::from)
             .and_then(maxminddb::Reader::from_source);
@@ -290,7 +307,11 @@ impl Database {
             database_type: found,
             build_epoch: meta.build_epoch,
         };
-        Ok(Database { reader, info })
+        Ok(Database {
+            reader,
+            info,
+            signature,
+        })
     }
 
     /// Opens like [`Database::open`], then walks the whole search tree and data section, so
@@ -335,6 +356,11 @@ impl Database {
     /// Facts about this database.
     pub fn info(&self) -> &Info {
         &self.info
+    }
+
+    /// The signature its file had when it was read.
+    pub fn signature(&self) -> Option<Signature> {
+        self.signature
     }
 
     /// Looks `ip` up; special ranges are answered without touching the database.

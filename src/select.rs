@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use decision::{Considered, Decision, Reason, Refusal, Regions, Tier, Why};
+pub use decision::{Considered, Decision, Reason, Refusal, Regions, Step, Tier, Why};
 pub use reserve::{Ledger, Load};
 pub use survey::{Cache, Survey, bridge_tier};
 
@@ -151,7 +151,7 @@ pub fn select_in(
     let from = origin(client.location);
     let km = from.map(|o| survey.distances_km(&o.unit));
     let mut entries = assess(survey, load, policy, km.as_deref());
-    let mut steps = Vec::new();
+    let mut steps = Vec::with_capacity(4);
     let best = entries
         .iter()
         .map(|r| r.tier)
@@ -161,10 +161,7 @@ pub fn select_in(
         Tier::Unusable => return Err(Refusal::NothingLeft),
         Tier::Panic if policy.when_all_down == WhenAllDown::Refuse => return Err(Refusal::AllDown),
         Tier::Eligible => {}
-        degraded => steps.push(format!(
-            "no region is eligible; degraded to the {} tier",
-            degraded.label()
-        )),
+        degraded => steps.push(Step::Degraded(degraded)),
     }
     let (preferred, reason) = prefer(client, survey, &entries, from, &mut steps);
     let (chosen, reason) = take(survey, &entries, preferred, best, reason, &mut steps);
@@ -172,10 +169,7 @@ pub fn select_in(
     let catalog = &survey.catalog;
     let taken = &entries[chosen];
     if taken.unwatched {
-        steps.push(format!(
-            "{} has no bridges registered: its health is not watched",
-            catalog.regions()[chosen].id
-        ));
+        steps.push(Step::Unwatched(catalog.regions()[chosen].id.clone()));
     }
     let decision = Decision {
         region: catalog.regions()[chosen].id.clone(),
@@ -279,17 +273,17 @@ fn prefer(
     survey: &Survey,
     entries: &[Considered],
     from: Option<Origin>,
-    steps: &mut Vec<String>,
+    steps: &mut Vec<Step>,
 ) -> (usize, Reason) {
     let catalog = &survey.catalog;
-    let name = |r: usize| &catalog.regions()[r].id;
+    let name = |r: usize| catalog.regions()[r].id.clone();
     if let Some(r) = client.ip.and_then(|ip| catalog.network_pin(ip)) {
-        steps.push(format!("a network pin sends this address to {}", name(r)));
+        steps.push(Step::NetworkPin(name(r)));
         return (r, Reason::NetworkPin);
     }
     let country = client.location.and_then(|l| l.country);
     if let Some((country, r)) = country.and_then(|c| Some((c, catalog.country_pin(c)?))) {
-        steps.push(format!("country {country} is pinned to {}", name(r)));
+        steps.push(Step::CountryPin(country, name(r)));
         return (r, Reason::CountryPin);
     }
     if let Some(from) = from {
@@ -297,21 +291,16 @@ fn prefer(
         let km = entries[r].distance_km.unwrap_or(0.0);
         let reason = match from.centroid {
             Some(country) => {
-                steps.push(format!(
-                    "the location is coarse; measuring from the centroid of {country}"
-                ));
+                steps.push(Step::Coarse(country));
                 Reason::CountryCentroid
             }
             None => Reason::Nearest,
         };
-        steps.push(format!("nearest region is {} at {km:.0} km", name(r)));
+        steps.push(Step::Nearest(name(r), km));
         return (r, reason);
     }
     let r = catalog.default_region();
-    steps.push(format!(
-        "the client has no location; default region is {}",
-        name(r)
-    ));
+    steps.push(Step::NoLocation(name(r)));
     (r, Reason::Default)
 }
 
@@ -322,32 +311,27 @@ fn take(
     preferred: usize,
     tier: Tier,
     reason: Reason,
-    steps: &mut Vec<String>,
+    steps: &mut Vec<Step>,
 ) -> (usize, Reason) {
     if entries[preferred].tier == tier {
         return (preferred, reason);
     }
-    let name = |r: usize| &survey.catalog.regions()[r].id;
-    let wanted = &entries[preferred];
-    steps.push(format!(
-        "{} is not usable at the {} tier (it is {})",
-        name(preferred),
-        tier.label(),
-        wanted.tier.label()
-    ));
+    let name = |r: usize| survey.catalog.regions()[r].id.clone();
+    steps.push(Step::NotUsable {
+        region: name(preferred),
+        wanted: tier,
+        has: entries[preferred].tier,
+    });
     let group = survey.regions[preferred].group;
     let same_group = |i: usize| group.is_some() && survey.regions[i].group == group;
     let has_tier = |i: usize| entries[i].tier == tier;
     let from = Some(preferred);
     if let Some(i) = nearest(survey, entries, from, |i| has_tier(i) && same_group(i)) {
-        steps.push(format!("group fallback to {}", name(i)));
+        steps.push(Step::GroupFallback(name(i)));
         return (i, Reason::GroupFallback);
     }
     let i = nearest(survey, entries, from, has_tier).expect("some region has the best tier");
-    steps.push(format!(
-        "fallback to the nearest usable region, {}",
-        name(i)
-    ));
+    steps.push(Step::Fallback(name(i)));
     (i, Reason::Fallback)
 }
 

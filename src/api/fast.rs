@@ -15,7 +15,7 @@ use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
 use prometheus::{Histogram, IntCounter};
 
-use super::{AppState, ApiError, Need, Role, json};
+use super::{ApiError, AppState, Need, Role, json};
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::select::Decision;
@@ -42,7 +42,7 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
     if !admitted(state, head.authorization) {
         return None;
     }
-    let permit = state.in_flight.try_acquire().ok()?;
+    let slot = state.in_flight.try_take()?;
     let started = Instant::now();
     let metrics = &state.metrics;
     metrics.in_flight.inc();
@@ -58,7 +58,7 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
         }
     };
     metrics.in_flight.dec();
-    drop(permit);
+    drop(slot);
     count(state, status, started);
     Some(status)
 }
@@ -70,7 +70,11 @@ fn plain_select(head: &Head<'_>) -> Option<IpAddr> {
     }
     let text = head.target.strip_prefix(ROUTE)?.strip_prefix("?ip=")?;
     // Anything percent-encoded, repeated or padded is the router's to read and judge.
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') {
+    if text.is_empty()
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+    {
         return None;
     }
     text.parse().ok()
@@ -109,7 +113,13 @@ fn count(state: &AppState, status: StatusCode, started: Instant) {
     }
     series.select_duration.observe(took.as_secs_f64());
     let (status, duration_ms) = (status.as_u16(), took.as_millis() as u64);
-    tracing::debug!(method = "GET", route = ROUTE, status, duration_ms, "request");
+    tracing::debug!(
+        method = "GET",
+        route = ROUTE,
+        status,
+        duration_ms,
+        "request"
+    );
 }
 
 /// GeoIP lookup outcomes, the `outcome` label of `geo_lookups_total`.
@@ -128,7 +138,9 @@ impl Series {
     /// Resolves the series of `metrics`.
     pub fn new(metrics: &Metrics) -> Series {
         Series {
-            select_ok: metrics.http_requests.with_label_values(&[ROUTE, "GET", "200"]),
+            select_ok: metrics
+                .http_requests
+                .with_label_values(&[ROUTE, "GET", "200"]),
             select_duration: metrics.http_duration.with_label_values(&[ROUTE]),
             lookups: LOOKUP_OUTCOMES.map(|o| metrics.geo_lookups.with_label_values(&[o])),
             decisions: DecisionCounters::default(),

@@ -73,7 +73,7 @@ pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
     out.extend_from_slice(b",\"unwatched\":");
     boolean(out, decision.unwatched);
     out.extend_from_slice(b",\"distance_km\":");
-    float(out, decision.distance_km.map(f64::round));
+    kilometres(out, decision.distance_km);
     out.extend_from_slice(b",\"bridge\":");
     match &decision.bridge {
         Some(bridge) => id(out, bridge.as_str()),
@@ -84,7 +84,7 @@ pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
         if i > 0 {
             out.push(b',');
         }
-        string(out, step);
+        display(out, step);
     }
     out.extend_from_slice(b"],\"regions\":[");
     let catalog: &Catalog = decision.regions.catalog();
@@ -102,7 +102,7 @@ fn write_considered(out: &mut Vec<u8>, catalog: &Catalog, region: &str, c: &Cons
     out.extend_from_slice(b"{\"region\":");
     id(out, region);
     out.extend_from_slice(b",\"distance_km\":");
-    float(out, c.distance_km.map(f64::round));
+    kilometres(out, c.distance_km);
     out.extend_from_slice(b",\"tier\":");
     id(out, c.tier.label());
     out.extend_from_slice(b",\"unwatched\":");
@@ -154,12 +154,28 @@ fn integer(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// A distance rounded to whole kilometres, as serde writes `km.round()`; rounds without
+/// calling into libm, which the request path would otherwise do for every region.
+fn kilometres(out: &mut Vec<u8>, km: Option<f64>) {
+    match km {
+        Some(km) if km.is_sign_positive() && km < 1e15 => {
+            let whole = km as u64;
+            let rounded = whole + u64::from(km - whole as f64 >= 0.5);
+            integer(out, rounded);
+            out.extend_from_slice(b".0");
+        }
+        other => float(out, other.map(f64::round)),
+    }
+}
+
 /// A number as serde_json writes an `f64`: shortest round-trip form, `null` when not finite.
 fn float(out: &mut Vec<u8>, value: Option<f64>) {
     match value {
         // Whole numbers below 10^15 (every distance) print as digits and `.0`; cheaper than
         // the general shortest form, and the same text.
-        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 && !(x == 0.0 && x.is_sign_negative()) => {
+        Some(x)
+            if x.abs() < 1e15 && (x as i64) as f64 == x && !(x == 0.0 && x.is_sign_negative()) =>
+        {
             out.extend_from_slice(itoa::Buffer::new().format(x as i64).as_bytes());
             out.extend_from_slice(b".0");
         }
@@ -170,10 +186,31 @@ fn float(out: &mut Vec<u8>, value: Option<f64>) {
     }
 }
 
+/// A value's `Display` text as a JSON string, without an intermediate `String`.
+fn display(out: &mut Vec<u8>, value: &impl std::fmt::Display) {
+    struct Escaped<'a>(&'a mut Vec<u8>);
+    impl std::fmt::Write for Escaped<'_> {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            escape(self.0, text);
+            Ok(())
+        }
+    }
+    out.push(b'"');
+    // Writing into a Vec cannot fail; a failing `Display` leaves what it wrote.
+    let _ = std::fmt::Write::write_fmt(&mut Escaped(out), format_args!("{value}"));
+    out.push(b'"');
+}
+
 /// A JSON string with quotes, backslashes and control characters escaped.
 pub fn string(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    escape(out, text);
+    out.push(b'"');
+}
+
+/// `text` with quotes, backslashes and control characters escaped.
+fn escape(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -199,7 +236,6 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -209,9 +245,8 @@ mod tests {
     use super::*;
 
     fn location() -> impl Strategy<Value = Location> {
-        let code = prop::option::of("[A-Z]{2}").prop_map(|c| {
-            c.map(|c| CountryCode::parse(&c).expect("two letters"))
-        });
+        let code = prop::option::of("[A-Z]{2}")
+            .prop_map(|c| c.map(|c| CountryCode::parse(&c).expect("two letters")));
         let point = prop::option::of((-90.0..=90.0f64, -180.0..=180.0f64));
         (
             code.clone(),
@@ -221,8 +256,8 @@ mod tests {
             prop::option::of(any::<u16>()),
             any::<bool>(),
         )
-            .prop_map(|(country, continent, subdivision, point, accuracy_km, coarse)| {
-                Location {
+            .prop_map(
+                |(country, continent, subdivision, point, accuracy_km, coarse)| Location {
                     country,
                     continent,
                     subdivision,
@@ -232,8 +267,8 @@ mod tests {
                     }),
                     accuracy_km,
                     coarse,
-                }
-            })
+                },
+            )
     }
 
     proptest! {
@@ -245,6 +280,17 @@ mod tests {
             write_location(&mut out, &location);
             let expected = serde_json::to_vec(&location).expect("serialisable");
             prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        }
+
+        /// Distances are rounded and written as serde writes `km.round()`.
+        #[test]
+        fn kilometres_match_serde(km in any::<f64>(), near in 0.0..40_000.0f64) {
+            for km in [km, near, near.floor() + 0.5, -0.0, 0.0, f64::NAN] {
+                let mut out = Vec::new();
+                kilometres(&mut out, Some(km));
+                let expected = serde_json::to_vec(&km.round()).expect("serialisable");
+                prop_assert_eq!(out, expected);
+            }
         }
 
         /// Any string is escaped as serde escapes it.

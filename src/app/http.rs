@@ -84,7 +84,10 @@ pub async fn serve(
     }
     drop((listener, watch));
     let grace = limits.grace;
-    tracing::info!(grace_ms = grace.as_millis() as u64, "listener closed; draining");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "listener closed; draining"
+    );
     let _ = stopping.send(true);
     tokio::select! {
         () = stopping.closed() => tracing::info!("all connections finished"),
@@ -111,8 +114,12 @@ fn builder(limits: &Limits) -> Builder<TokioExecutor> {
 impl Server {
     /// Serves the rest of a connection with hyper and the router; `io` replays what the
     /// plain loop read but did not answer.
-    pub(super) async fn hand_over<I>(&self, io: I, peer: SocketAddr, mut stop: watch::Receiver<bool>)
-    where
+    pub(super) async fn hand_over<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (router, state) = (self.router.clone(), self.state.clone());
@@ -123,7 +130,9 @@ impl Server {
             request.extensions_mut().insert(ConnectInfo(peer));
             Either::Right(router.clone().oneshot(request))
         });
-        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let finished = if *stop.borrow_and_update() {
             connection.as_mut().graceful_shutdown();

@@ -88,7 +88,8 @@ impl Connection {
             if filled == 0 && *self.stop.borrow_and_update() {
                 return;
             }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
             match self.read(&mut stream, &mut input[filled..], deadline).await {
                 Some(n) => filled += n,
                 None => return,

@@ -3,11 +3,13 @@
 //! A [`Decision`] shares the catalog it was made from, so listing 200 regions costs one
 //! reference count, not 200 copies of their ids; ids are read when it is serialised.
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::catalog::{BridgeId, Catalog, RegionId};
+use crate::geo::CountryCode;
 
 /// How usable a region is, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -142,7 +144,10 @@ impl Regions {
 
     /// Catalog position of the region taken.
     pub fn taken(&self) -> Option<usize> {
-        self.entries.iter().find(|c| c.why == Why::Taken).map(|c| c.index)
+        self.entries
+            .iter()
+            .find(|c| c.why == Why::Taken)
+            .map(|c| c.index)
     }
 
     /// Number of regions.
@@ -212,8 +217,8 @@ pub struct Decision {
     /// The bridge Jicofo would pick there (least corrected stress): the room's participants
     /// are reserved on it. None for an unwatched region.
     pub bridge: Option<BridgeId>,
-    /// Each step taken, in words.
-    pub steps: Vec<String>,
+    /// Each step taken, serialised in words.
+    pub steps: Vec<Step>,
     /// Every region, nearest first when located.
     pub regions: Regions,
 }
@@ -226,6 +231,90 @@ impl Decision {
     /// True when the region was taken below the eligible tier.
     pub fn degraded(&self) -> bool {
         self.tier != Tier::Eligible
+    }
+}
+
+/// One step of a decision; it is put in words only when the decision is written out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// No region is eligible; the best tier present is taken.
+    Degraded(Tier),
+    /// A network pin covers the address.
+    NetworkPin(RegionId),
+    /// The country is pinned to a region.
+    CountryPin(CountryCode, RegionId),
+    /// The location is coarse; distances are measured from the country's centroid.
+    Coarse(CountryCode),
+    /// The nearest region and its distance in km.
+    Nearest(RegionId, f64),
+    /// The client has no location; the default region is preferred.
+    NoLocation(RegionId),
+    /// The preferred region does not have the tier taken.
+    NotUsable {
+        /// The preferred region.
+        region: RegionId,
+        /// The tier taken.
+        wanted: Tier,
+        /// The preferred region's tier.
+        has: Tier,
+    },
+    /// The nearest region of the preferred one's group with the tier taken.
+    GroupFallback(RegionId),
+    /// The nearest region anywhere with the tier taken.
+    Fallback(RegionId),
+    /// The region taken has no bridges registered.
+    Unwatched(RegionId),
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Degraded(tier) => {
+                let tier = tier.label();
+                write!(f, "no region is eligible; degraded to the {tier} tier")
+            }
+            Step::NetworkPin(region) => write!(f, "a network pin sends this address to {region}"),
+            Step::CountryPin(country, region) => {
+                write!(f, "country {country} is pinned to {region}")
+            }
+            Step::Coarse(country) => write!(
+                f,
+                "the location is coarse; measuring from the centroid of {country}"
+            ),
+            // Rounded as the decision's `distance_km` is, so the two agree.
+            Step::Nearest(region, km) => {
+                let km = km.round() as i64;
+                write!(f, "nearest region is {region} at {km} km")
+            }
+            Step::NoLocation(region) => {
+                write!(f, "the client has no location; default region is {region}")
+            }
+            Step::NotUsable {
+                region,
+                wanted,
+                has,
+            } => {
+                let (wanted, has) = (wanted.label(), has.label());
+                write!(
+                    f,
+                    "{region} is not usable at the {wanted} tier (it is {has})"
+                )
+            }
+            Step::GroupFallback(region) => write!(f, "group fallback to {region}"),
+            Step::Fallback(region) => {
+                write!(f, "fallback to the nearest usable region, {region}")
+            }
+            Step::Unwatched(region) => write!(
+                f,
+                "{region} has no bridges registered: its health is not watched"
+            ),
+        }
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
