@@ -85,11 +85,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime: one worker per core the process may run on. On a single core the
+/// single-threaded scheduler is used; a multi-threaded one would only add hand-offs between
+/// the worker and the thread that started it.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
+
 fn serve(settings: Settings) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("geobridge: cannot start the async runtime: {error}");
