@@ -280,6 +280,34 @@ pub struct Database {
     info: Info,
     /// The file's signature just before it was read.
     signature: Option<Signature>,
+    /// Unique per opened database: keys the decoded-record cache.
+    serial: u64,
+}
+
+/// Serial numbers of opened databases.
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Slots in each thread's cache of decoded records; a power of two.
+const CACHED_RECORDS: usize = 1024;
+
+/// One thread's decoded records, by database serial and data offset. Many addresses share
+/// a record (every address of a city), so most lookups skip decoding.
+struct RecordCache {
+    slots: Vec<Option<(u64, usize, Option<Location>)>>,
+}
+
+impl RecordCache {
+    fn slot(offset: usize) -> usize {
+        // Fibonacci hashing: records sit at scattered offsets, the top bits spread them.
+        let spread = (offset as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (spread >> (64 - CACHED_RECORDS.trailing_zeros())) as usize
+    }
+}
+
+thread_local! {
+    static RECORDS: std::cell::RefCell<RecordCache> = std::cell::RefCell::new(RecordCache {
+        slots: vec![None; CACHED_RECORDS],
+    });
 }
 
 impl Database {
@@ -311,6 +339,7 @@ impl Database {
             reader,
             info,
             signature,
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -388,10 +417,34 @@ impl Database {
             Err(maxminddb::MaxMindDbError::InvalidInput { .. }) => return Ok(None),
             Err(error) => return Err(error),
         };
-        Ok(found
-            .decode::<Record<'_>>()?
-            .and_then(Record::into_location))
+        let Some(offset) = found.offset() else {
+            return Ok(None);
+        };
+        let slot = RecordCache::slot(offset);
+        let cached = RECORDS.with_borrow(|cache| match &cache.slots[slot] {
+            Some((serial, at, location)) if *serial == self.serial && *at == offset => {
+                Some(location.clone())
+            }
+            _ => None,
+        });
+        if let Some(location) = cached {
+            return Ok(location);
+        }
+        let location = read_record(&found)?;
+        RECORDS.with_borrow_mut(|cache| {
+            cache.slots[slot] = Some((self.serial, offset, location.clone()));
+        });
+        Ok(location)
     }
+}
+
+/// Decodes the record a lookup found.
+fn read_record<S: AsRef<[u8]>>(
+    found: &maxminddb::LookupResult<'_, S>,
+) -> Result<Option<Location>, maxminddb::MaxMindDbError> {
+    Ok(found
+        .decode::<Record<'_>>()?
+        .and_then(Record::into_location))
 }
 
 /// The subset of the GeoIP2 City/Country record that geobridge reads.
@@ -511,6 +564,42 @@ impl Geo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cached records are the records: 50,000 pseudo-random addresses (many sharing a
+    /// record, many colliding in the cache) answer as decoding each afresh does, in two
+    /// databases open at once.
+    #[test]
+    fn cached_records_match_decoding() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/geobridge-city.mmdb");
+        let (a, b) = (
+            Database::open(&path).expect("db"),
+            Database::open(&path).expect("db"),
+        );
+        let mut state: u32 = 0x1234_5678;
+        let mut hits = 0;
+        for _ in 0..50_000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let ip = IpAddr::V4(Ipv4Addr::from(state));
+            let fresh = match a.reader.lookup(ip).expect("lookup") {
+                found if found.has_data() => read_record(&found).expect("decodes"),
+                _ => None,
+            };
+            for db in [&a, &b] {
+                match db.lookup(ip) {
+                    Lookup::Located(location) => {
+                        hits += 1;
+                        assert_eq!(Some(location), fresh, "{ip}");
+                    }
+                    Lookup::NoData | Lookup::Special(_) => {
+                        assert!(fresh.is_none() || classify(ip) != AddressClass::Public)
+                    }
+                }
+            }
+        }
+        assert!(hits > 40_000, "only {hits} located");
+    }
 
     fn class(ip: &str) -> AddressClass {
         classify(ip.parse().expect("test address"))

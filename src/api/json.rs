@@ -13,6 +13,8 @@ use crate::select::{Considered, Decision, Why};
 
 /// Appends `{"region":…,"location":…,"decision":…}` for `decision` and `location`.
 pub fn write_selected(out: &mut Vec<u8>, location: Option<&Location>, decision: &Decision) {
+    // About 180 bytes per region and 500 for the rest: one allocation for the whole answer.
+    out.reserve(512 + 192 * decision.regions.len());
     out.extend_from_slice(b"{\"region\":");
     id(out, decision.region.as_str());
     out.extend_from_slice(b",\"location\":");
@@ -97,29 +99,62 @@ pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
     out.extend_from_slice(b"]}");
 }
 
-/// One entry of the decision's `regions`.
+/// One entry of the decision's `regions`; the fixed text between values is written in as
+/// few pieces as possible, since this runs for every region on every request.
 fn write_considered(out: &mut Vec<u8>, catalog: &Catalog, region: &str, c: &Considered) {
-    out.extend_from_slice(b"{\"region\":");
-    id(out, region);
-    out.extend_from_slice(b",\"distance_km\":");
+    out.extend_from_slice(b"{\"region\":\"");
+    out.extend_from_slice(region.as_bytes());
+    out.extend_from_slice(b"\",\"distance_km\":");
     kilometres(out, c.distance_km);
-    out.extend_from_slice(b",\"tier\":");
-    id(out, c.tier.label());
-    out.extend_from_slice(b",\"unwatched\":");
-    boolean(out, c.unwatched);
-    out.extend_from_slice(b",\"eligible_bridges\":");
+    out.extend_from_slice(TIER_UNWATCHED[c.tier as usize][usize::from(c.unwatched)]);
     integer(out, c.eligible_bridges as u64);
-    out.extend_from_slice(b",\"stress\":");
-    float(out, c.stress.map(|x| (x * 1000.0).round() / 1000.0));
-    out.extend_from_slice(b",\"bridge\":");
-    match c.bridge {
-        Some(b) => id(out, catalog.bridges()[b].id.as_str()),
-        None => out.extend_from_slice(b"null"),
+    match c.stress {
+        Some(x) => {
+            out.extend_from_slice(b",\"stress\":");
+            float(out, Some((x * 1000.0).round() / 1000.0));
+        }
+        None => out.extend_from_slice(b",\"stress\":null"),
     }
-    out.extend_from_slice(b",\"why\":");
-    id(out, why_label(c.why));
-    out.push(b'}');
+    match c.bridge {
+        Some(b) => {
+            out.extend_from_slice(b",\"bridge\":\"");
+            out.extend_from_slice(catalog.bridges()[b].id.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"why\":\"");
+        }
+        None => out.extend_from_slice(b",\"bridge\":null,\"why\":\""),
+    }
+    out.extend_from_slice(why_label(c.why).as_bytes());
+    out.extend_from_slice(b"\"}");
 }
+
+/// `,"tier":…,"unwatched":…,"eligible_bridges":` by tier (in `Tier` order) and unwatched.
+const TIER_UNWATCHED: [[&[u8]; 2]; 5] = {
+    macro_rules! pair {
+        ($tier:literal) => {
+            [
+                concat!(
+                    ",\"tier\":\"",
+                    $tier,
+                    "\",\"unwatched\":false,\"eligible_bridges\":"
+                )
+                .as_bytes(),
+                concat!(
+                    ",\"tier\":\"",
+                    $tier,
+                    "\",\"unwatched\":true,\"eligible_bridges\":"
+                )
+                .as_bytes(),
+            ]
+        };
+    }
+    [
+        pair!("eligible"),
+        pair!("overloaded"),
+        pair!("draining"),
+        pair!("panic"),
+        pair!("unusable"),
+    ]
+};
 
 fn why_label(why: Why) -> &'static str {
     match why {

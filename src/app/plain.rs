@@ -55,12 +55,18 @@ impl Connection {
 
     /// Serves `stream` until the client closes it, it idles past the head deadline, the
     /// server stops, or it is handed to hyper.
-    pub async fn run(mut self, mut stream: TcpStream) {
+    pub async fn run(self, mut stream: TcpStream) {
         let limits = self.server.limits;
         let mut input = vec![0u8; BUFFER_BYTES.min(limits.max_header_bytes.max(1024))];
         let (mut filled, mut output, mut body) = (0, Vec::new(), Vec::new());
         // When the head being read must be complete; set at its first wait.
         let mut deadline = None;
+        // One timer and one shutdown watch for the connection's life: moving a deadline
+        // later costs an atomic store, where a new timer per read would be registered and
+        // removed each time.
+        let timer = tokio::time::sleep(limits.header_read_timeout);
+        let stopped = stopped(self.stop.clone());
+        tokio::pin!(timer, stopped);
         loop {
             let mut used = 0;
             let step = loop {
@@ -85,38 +91,28 @@ impl Connection {
                 let io = Prefixed::new(input, stream);
                 return self.server.hand_over(io, self.peer, self.stop).await;
             }
-            if filled == 0 && *self.stop.borrow_and_update() {
+            // Idle at shutdown: close. (A head being read is finished first.)
+            if filled == 0 && *self.stop.borrow() {
                 return;
             }
-            let deadline =
-                *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
-            match self.read(&mut stream, &mut input[filled..], deadline).await {
-                Some(n) => filled += n,
-                None => return,
+            let now_or_set = || Instant::now() + limits.header_read_timeout;
+            timer
+                .as_mut()
+                .reset(*deadline.get_or_insert_with(now_or_set));
+            let read = tokio::select! {
+                biased;
+                read = stream.read(&mut input[filled..]) => read,
+                () = &mut timer => return,
+                () = &mut stopped, if filled == 0 => return,
+            };
+            match read {
+                Ok(0) => return,
+                Ok(n) => filled += n,
+                Err(error) => {
+                    tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
+                    return;
+                }
             }
-        }
-    }
-
-    /// Reads more of a head within the head deadline; `None` when the connection should
-    /// close (closed by the client, failed, timed out, or idle at shutdown).
-    async fn read(
-        &mut self,
-        stream: &mut TcpStream,
-        into: &mut [u8],
-        deadline: Instant,
-    ) -> Option<usize> {
-        let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, stream.read(into)) => read,
-            _ = self.stop.changed() => return None,
-        };
-        match read {
-            Ok(Ok(0)) => None,
-            Ok(Ok(n)) => Some(n),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
-                None
-            }
-            Err(_) => None,
         }
     }
 
@@ -141,6 +137,15 @@ impl Connection {
         };
         write_response(output, status, body);
         Step::Answered(used)
+    }
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
     }
 }
 
