@@ -2,8 +2,9 @@
 # geobridge's GET /v1/regions/select against nginx + GeoIP2 mapping country (then continent)
 # to the same example regions, on the same database, under the same wrk load: a random
 # public IPv4 address per request. Each server is pinned to core 0, wrk to core 1.
-# Runs A B A B A B (10 s each by default) and prints requests/s, p50/p99 latency, the ratios,
-# geobridge's resident memory after the load and its time from start to /readyz = 200.
+# Runs A B A B A B (10 s each by default) and prints requests/s, p50/p99 latency, CPU per
+# request (user and kernel, from /proc), the ratios, geobridge's resident memory after the
+# load and its time from start to /readyz = 200.
 # Usage: bench/compare.sh [seconds per run] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,21 +64,34 @@ ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=("$!")
 until curl -sf "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" >/dev/null; do sleep 0.05; done
+nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
 echo "nginx answer:     $(curl -s "http://127.0.0.1:$nginx_port/v1/regions/select?ip=81.2.69.142")"
 echo "geobridge region: $(curl -s "http://127.0.0.1:$gb_port/v1/regions/select?ip=81.2.69.142" | grep -o '"region":"[a-z0-9-]*"' | head -1)"
 
-run() { # name port
-  taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" -s bench/random_ip.lua \
-    "http://127.0.0.1:$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system clock ticks
+run() { # name port pid
+  local before after line
+  before=$(cpu_ticks "$3")
+  line=$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" -s bench/random_ip.lua \
+    "http://127.0.0.1:$2" | grep '^RESULT' | sed "s/^RESULT/$1/")
+  after=$(cpu_ticks "$3")
+  # CPU nanoseconds per request, user and kernel, over the whole run.
+  echo "$line $(python3 -c "
+import sys
+(u0, s0), (u1, s1) = [map(int, x.split()) for x in sys.argv[1:3]]
+n = int(sys.argv[3].split('rps=')[1].split()[0]) * int(sys.argv[4])
+tick = 1e9 / int(sys.argv[5])
+print(f'user_ns={(u1 - u0) * tick / n:.0f} kernel_ns={(s1 - s0) * tick / n:.0f}')
+" "$before" "$after" "$line" "$seconds" "$(getconf CLK_TCK)")"
 }
 # Warm both up before measuring.
 taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$gb_port" >/dev/null
 taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$nginx_port" >/dev/null
 results=()
 for round in $(seq "$rounds"); do
-  results+=("$(run geobridge $gb_port)")
-  results+=("$(run nginx $nginx_port)")
+  results+=("$(run geobridge $gb_port "$gb_pid")")
+  results+=("$(run nginx $nginx_port "$nginx_worker")")
 done
 printf '%s\n' "${results[@]}"
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$gb_pid/status")

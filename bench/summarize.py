@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Reads `NAME rps=.. p50_us=.. p99_us=.. errors=.. non2xx=..` lines (one per wrk run) and
-prints the median of each figure per server and the geobridge/nginx ratios."""
+"""Reads `NAME rps=.. p50_us=.. p99_us=.. errors=.. non2xx=.. user_ns=.. kernel_ns=..` lines
+(one per wrk run) and prints the median of each figure per server and the geobridge/nginx
+ratios."""
 
 import statistics
 import sys
@@ -13,7 +14,8 @@ median = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs i
 for name, m in median.items():
     print(f"{name:10} median of {len(runs[name])}: {m['rps']:>8.0f} req/s  "
           f"p50 {m['p50_us']:>6.0f} us  p99 {m['p99_us']:>6.0f} us  "
-          f"errors {m['errors']:.0f}  non-2xx {m['non2xx']:.0f}")
+          f"errors {m['errors']:.0f}  non-2xx {m['non2xx']:.0f}  "
+          f"CPU/request user {m['user_ns'] / 1000:.2f} us kernel {m['kernel_ns'] / 1000:.2f} us")
 g, n = median["geobridge"], median["nginx"]
 print(f"ratio geobridge/nginx: req/s {g['rps'] / n['rps']:.2f} (target >= 1.0), "
       f"p99 {g['p99_us'] / n['p99_us']:.2f} (target <= 1.5)")

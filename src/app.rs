@@ -9,7 +9,7 @@
 
 mod http;
 mod observe;
-mod plain;
+pub mod plain;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

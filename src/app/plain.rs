@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::http::Server;
-use crate::api::fast;
+use crate::api::{AppState, fast};
 
 /// Most headers a plain request may have; more go to hyper.
 const MAX_HEADERS: usize = 32;
@@ -38,7 +38,8 @@ pub struct Connection {
 }
 
 /// What the loop does with the bytes it has.
-enum Step {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
     /// A request was answered into the output; this many bytes were its head.
     Answered(usize),
     /// The head is not complete yet.
@@ -70,7 +71,8 @@ impl Connection {
         loop {
             let mut used = 0;
             let step = loop {
-                match self.step(&input[used..filled], &mut output, &mut body) {
+                let state = &self.server.state;
+                match step(state, &input[used..filled], &mut output, &mut body) {
                     Step::Answered(n) => used += n,
                     other => break other,
                 }
@@ -115,29 +117,31 @@ impl Connection {
             }
         }
     }
+}
 
-    /// Answers the request at the start of `input` if it is a plain one.
-    fn step(&self, input: &[u8], output: &mut Vec<u8>, body: &mut Vec<u8>) -> Step {
-        if input.is_empty() {
-            return Step::NeedMore;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let used = match request.parse(input) {
-            Ok(httparse::Status::Complete(used)) => used,
-            Ok(httparse::Status::Partial) => return Step::NeedMore,
-            Err(_) => return Step::HandOver,
-        };
-        let Some(head) = plain_head(&request) else {
-            return Step::HandOver;
-        };
-        body.clear();
-        let Some(status) = fast::answer(&self.server.state, &head, body) else {
-            return Step::HandOver;
-        };
-        write_response(output, status, body);
-        Step::Answered(used)
+/// Answers the request at the start of `input` into `output` if it is a plain one;
+/// `body` is scratch space. The connection loop runs this for every request, and so does
+/// the in-process benchmark of the handler path.
+pub fn step(state: &AppState, input: &[u8], output: &mut Vec<u8>, body: &mut Vec<u8>) -> Step {
+    if input.is_empty() {
+        return Step::NeedMore;
     }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let used = match request.parse(input) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Step::NeedMore,
+        Err(_) => return Step::HandOver,
+    };
+    let Some(head) = plain_head(&request) else {
+        return Step::HandOver;
+    };
+    body.clear();
+    let Some(status) = fast::answer(state, &head, body) else {
+        return Step::HandOver;
+    };
+    write_response(output, status, body);
+    Step::Answered(used)
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
