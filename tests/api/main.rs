@@ -7,6 +7,7 @@ mod keys;
 mod logs;
 mod observability;
 mod openapi;
+mod plain;
 mod probing;
 mod prosody;
 mod registry;
