@@ -59,7 +59,7 @@ impl Connection {
     pub async fn run(self, mut stream: TcpStream) {
         let limits = self.server.limits;
         let mut input = vec![0u8; BUFFER_BYTES.min(limits.max_header_bytes.max(1024))];
-        let (mut filled, mut output, mut body) = (0, Vec::new(), Vec::new());
+        let mut filled = 0;
         // When the head being read must be complete; set at its first wait.
         let mut deadline = None;
         // One timer and one shutdown watch for the connection's life: moving a deadline
@@ -69,19 +69,14 @@ impl Connection {
         let stopped = stopped(self.stop.clone());
         tokio::pin!(timer, stopped);
         loop {
-            let mut used = 0;
-            let step = loop {
-                let state = &self.server.state;
-                match step(state, &input[used..filled], &mut output, &mut body) {
-                    Step::Answered(n) => used += n,
-                    other => break other,
-                }
+            let (used, step, unsent) =
+                answer_buffered(&self.server.state, &input[..filled], &stream);
+            let unsent = match unsent {
+                Ok(unsent) => unsent,
+                Err(_) => return,
             };
-            if !output.is_empty() {
-                if stream.write_all(&output).await.is_err() {
-                    return;
-                }
-                output.clear();
+            if !unsent.is_empty() && stream.write_all(&unsent).await.is_err() {
+                return;
             }
             input.copy_within(used..filled, 0);
             filled -= used;
@@ -117,6 +112,50 @@ impl Connection {
             }
         }
     }
+}
+
+/// Answers every plain request at the start of `input` and sends the answers: the bytes
+/// used, what stopped it, and what the socket did not take at once.
+///
+/// Answers are built in one buffer per thread and sent from it, so however many connections
+/// are open, the bytes on their way to the kernel stay in the same few cache lines; only an
+/// answer the socket cannot take whole is copied out to wait for it.
+fn answer_buffered(
+    state: &AppState,
+    input: &[u8],
+    stream: &TcpStream,
+) -> (usize, Step, io::Result<Vec<u8>>) {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let Scratch { output, body } = scratch;
+        output.clear();
+        let mut used = 0;
+        let step = loop {
+            match step(state, &input[used..], output, body) {
+                Step::Answered(n) => used += n,
+                other => break other,
+            }
+        };
+        if output.is_empty() {
+            return (used, step, Ok(Vec::new()));
+        }
+        let unsent = match stream.try_write(output) {
+            Ok(n) => Ok(output[n..].to_vec()),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(output.clone()),
+            Err(error) => Err(error),
+        };
+        (used, step, unsent)
+    })
+}
+
+/// The buffers answers are built in, one set per thread.
+#[derive(Default)]
+struct Scratch {
+    output: Vec<u8>,
+    body: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// Answers the request at the start of `input` into `output` if it is a plain one;
