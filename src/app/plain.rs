@@ -125,43 +125,63 @@ fn answer_buffered(
     input: &[u8],
     stream: &TcpStream,
 ) -> (usize, Step, io::Result<Vec<u8>>) {
-    SCRATCH.with_borrow_mut(|scratch| {
-        let Scratch { output, body } = scratch;
-        output.clear();
+    OUTGOING.with_borrow_mut(|outgoing| {
+        outgoing.clear();
         let mut used = 0;
         let step = loop {
-            match step(state, &input[used..], output, body) {
+            match step(state, &input[used..], outgoing) {
                 Step::Answered(n) => used += n,
                 other => break other,
             }
         };
-        if output.is_empty() {
+        let bytes = outgoing.as_slice();
+        if bytes.is_empty() {
             return (used, step, Ok(Vec::new()));
         }
-        let unsent = match stream.try_write(output) {
-            Ok(n) => Ok(output[n..].to_vec()),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(output.clone()),
+        let unsent = match stream.try_write(bytes) {
+            Ok(n) => Ok(bytes[n..].to_vec()),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(bytes.to_vec()),
             Err(error) => Err(error),
         };
         (used, step, unsent)
     })
 }
 
-/// The buffers answers are built in, one set per thread.
-#[derive(Default)]
-struct Scratch {
-    output: Vec<u8>,
-    body: Vec<u8>,
+thread_local! {
+    static OUTGOING: std::cell::RefCell<Outgoing> = std::cell::RefCell::default();
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+/// Room before each answer's body for its head, which is at most 155 bytes: the status
+/// line with the longest reason phrase (31), the content type, a 20-digit length and the
+/// date.
+const HEAD_ROOM: usize = 192;
+
+/// Answers waiting for one write. Each body is written after [`HEAD_ROOM`] bytes and its
+/// head is then put just before it, so no body is copied to make room for its head; the
+/// gap is closed only between pipelined answers.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    front: usize,
+}
+
+impl Outgoing {
+    /// Forgets every answer, keeping the memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.front = 0;
+    }
+
+    /// The bytes to send.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.front..]
+    }
 }
 
 /// Answers the request at the start of `input` into `output` if it is a plain one;
 /// `body` is scratch space. The connection loop runs this for every request, and so does
 /// the in-process benchmark of the handler path.
-pub fn step(state: &AppState, input: &[u8], output: &mut Vec<u8>, body: &mut Vec<u8>) -> Step {
+pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
     if input.is_empty() {
         return Step::NeedMore;
     }
@@ -175,11 +195,21 @@ pub fn step(state: &AppState, input: &[u8], output: &mut Vec<u8>, body: &mut Vec
     let Some(head) = plain_head(&request) else {
         return Step::HandOver;
     };
-    body.clear();
-    let Some(status) = fast::answer(state, &head, body) else {
+    let start = out.bytes.len();
+    out.bytes.resize(start + HEAD_ROOM, 0);
+    let Some(status) = fast::answer(state, &head, &mut out.bytes) else {
+        out.bytes.truncate(start);
         return Step::HandOver;
     };
-    write_response(output, status, body);
+    let (head, n) = response_head(status, out.bytes.len() - start - HEAD_ROOM);
+    let head_at = start + HEAD_ROOM - n;
+    out.bytes[head_at..start + HEAD_ROOM].copy_from_slice(&head[..n]);
+    if start == 0 {
+        out.front = head_at;
+    } else {
+        out.bytes.copy_within(head_at.., start);
+        out.bytes.truncate(out.bytes.len() - (head_at - start));
+    }
     Step::Answered(used)
 }
 
@@ -226,18 +256,30 @@ fn plain_head<'a>(request: &httparse::Request<'_, 'a>) -> Option<fast::Head<'a>>
     })
 }
 
-/// Appends a response with `body` as JSON.
-fn write_response(output: &mut Vec<u8>, status: StatusCode, body: &[u8]) {
-    output.extend_from_slice(b"HTTP/1.1 ");
-    output.extend_from_slice(status.as_str().as_bytes());
-    output.push(b' ');
-    output.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    output.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-    output.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    output.extend_from_slice(b"\r\ndate: ");
-    DATE.with(|date| output.extend_from_slice(&date.now()));
-    output.extend_from_slice(b"\r\n\r\n");
-    output.extend_from_slice(body);
+/// The head of a JSON answer of `length` bytes, and its length.
+fn response_head(status: StatusCode, length: usize) -> ([u8; HEAD_ROOM], usize) {
+    let mut head = [0u8; HEAD_ROOM];
+    let mut n = 0;
+    let date = DATE.with(Date::now);
+    let mut digits = itoa::Buffer::new();
+    let reason = status.canonical_reason().unwrap_or("");
+    let parts: [&[u8]; 9] = [
+        b"HTTP/1.1 ",
+        status.as_str().as_bytes(),
+        b" ",
+        reason.as_bytes(),
+        b"\r\ncontent-type: application/json\r\ncontent-length: ",
+        digits.format(length).as_bytes(),
+        b"\r\ndate: ",
+        &date,
+        b"\r\n\r\n",
+    ];
+    for part in parts {
+        // Within HEAD_ROOM by the bound in its documentation.
+        head[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    (head, n)
 }
 
 thread_local! {
@@ -330,5 +372,21 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status's head with the longest length fits the room left for it.
+    #[test]
+    fn heads_fit_their_room() {
+        for code in 100..1000 {
+            let status = StatusCode::from_u16(code).expect("three digits");
+            let (head, n) = response_head(status, usize::MAX);
+            assert!(n <= 155, "{code}: {n} bytes");
+            assert!(head[..n].ends_with(b"\r\n\r\n"));
+        }
     }
 }
