@@ -13,17 +13,22 @@ use std::path::Path;
 /// Alignment and size of a transparent huge page on x86-64 and arm64.
 const HUGE_PAGE: usize = 2 << 20;
 
-/// A file's bytes in one 2 MiB-aligned allocation.
+/// A file's bytes in one 2 MiB-aligned allocation; clones share it.
+#[derive(Clone)]
 pub struct Buffer {
+    allocation: std::sync::Arc<Allocation>,
+}
+
+struct Allocation {
     data: std::ptr::NonNull<u8>,
     len: usize,
     layout: Layout,
 }
 
-// SAFETY: `Buffer` owns its allocation exclusively and only hands out shared slices.
-unsafe impl Send for Buffer {}
+// SAFETY: `Allocation` owns its memory exclusively and only hands out shared slices.
+unsafe impl Send for Allocation {}
 // SAFETY: after `read` returns, the bytes are never written again.
-unsafe impl Sync for Buffer {}
+unsafe impl Sync for Allocation {}
 
 impl Buffer {
     /// Reads the whole file at `path`.
@@ -31,26 +36,30 @@ impl Buffer {
         let mut file = std::fs::File::open(path)?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::other("file does not fit in memory"))?;
-        let buffer = Buffer::allocate(len)?;
+        let allocation = Allocation::new(len)?;
         // SAFETY: the allocation holds `len` bytes and nothing else refers to it yet;
         // zeroing it first makes every byte initialised before a slice is formed.
         let bytes = unsafe {
-            std::ptr::write_bytes(buffer.data.as_ptr(), 0, len);
-            std::slice::from_raw_parts_mut(buffer.data.as_ptr(), len)
+            std::ptr::write_bytes(allocation.data.as_ptr(), 0, len);
+            std::slice::from_raw_parts_mut(allocation.data.as_ptr(), len)
         };
         file.read_exact(bytes)?;
         // A file that grew while being read is read again by the next reload.
-        Ok(buffer)
+        Ok(Buffer {
+            allocation: std::sync::Arc::new(allocation),
+        })
     }
+}
 
-    fn allocate(len: usize) -> io::Result<Buffer> {
+impl Allocation {
+    fn new(len: usize) -> io::Result<Allocation> {
         let size = len.max(1).next_multiple_of(HUGE_PAGE);
         let layout = Layout::from_size_align(size, HUGE_PAGE).map_err(io::Error::other)?;
         // SAFETY: `layout` has a non-zero size.
         let data = std::ptr::NonNull::new(unsafe { alloc::alloc(layout) })
             .ok_or_else(|| io::Error::other(format!("cannot allocate {size} bytes")))?;
         advise_huge_pages(data.as_ptr(), size);
-        Ok(Buffer { data, len, layout })
+        Ok(Allocation { data, len, layout })
     }
 }
 
@@ -69,12 +78,13 @@ fn advise_huge_pages(_start: *mut u8, _size: usize) {}
 
 impl AsRef<[u8]> for Buffer {
     fn as_ref(&self) -> &[u8] {
+        let a = &self.allocation;
         // SAFETY: `len` bytes were initialised by `read` and are never written again.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(a.data.as_ptr(), a.len) }
     }
 }
 
-impl Drop for Buffer {
+impl Drop for Allocation {
     fn drop(&mut self) {
         // SAFETY: allocated in `allocate` with exactly this layout.
         unsafe { alloc::dealloc(self.data.as_ptr(), self.layout) }
