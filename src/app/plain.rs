@@ -27,7 +27,12 @@ use crate::api::{AppState, fast};
 /// Most headers a plain request may have; more go to hyper.
 const MAX_HEADERS: usize = 32;
 
-/// The read buffer; a head that does not fit goes to hyper, which applies the configured cap.
+/// The read buffer starts this small (a selection's head is about 100 bytes), so idle
+/// connections cost little memory.
+const FIRST_BUFFER_BYTES: usize = 1024;
+
+/// The read buffer grows up to this; a head that does not fit goes to hyper, which applies
+/// the configured cap.
 const BUFFER_BYTES: usize = 8 * 1024;
 
 /// One connection on the plain loop.
@@ -58,7 +63,10 @@ impl Connection {
     /// server stops, or it is handed to hyper.
     pub async fn run(self, mut stream: TcpStream) {
         let limits = self.server.limits;
-        let mut input = vec![0u8; BUFFER_BYTES.min(limits.max_header_bytes.max(1024))];
+        let most = BUFFER_BYTES
+            .min(limits.max_header_bytes)
+            .max(FIRST_BUFFER_BYTES);
+        let mut input = vec![0u8; FIRST_BUFFER_BYTES];
         let mut filled = 0;
         // When the head being read must be complete; set at its first wait.
         let mut deadline = None;
@@ -82,6 +90,9 @@ impl Connection {
             filled -= used;
             if used > 0 || filled == 0 {
                 deadline = None;
+            }
+            if filled == input.len() && input.len() < most {
+                input.resize((input.len() * 2).min(most), 0);
             }
             if matches!(step, Step::HandOver) || filled == input.len() {
                 input.truncate(filled);
