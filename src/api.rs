@@ -736,13 +736,14 @@ pub fn parse_ip(field: &str, text: &str) -> Result<IpAddr, ApiError> {
     })
 }
 
-/// Locates `ip` and chooses its region among `catalog`'s, counting both; `reserve`
-/// participants are reserved on the bridge the decision names.
+/// Locates `ip` and chooses its region among `catalog`'s at `now`, counting both;
+/// `reserve` participants are reserved on the bridge the decision names.
 fn decide(
     state: &AppState,
     ip: IpAddr,
     catalog: &Arc<Catalog>,
     reserve: Option<u32>,
+    now: tokio::time::Instant,
 ) -> Result<(Option<Location>, Decision), ApiError> {
     let lookup = state.geo.current().lookup(ip);
     // Positions in `fast::LOOKUP_OUTCOMES`.
@@ -756,7 +757,7 @@ fn decide(
         ip: Some(ip),
         location: location.as_ref(),
     };
-    let chosen = choose(state, client, catalog, reserve);
+    let chosen = choose(state, client, catalog, reserve, now);
     if chosen
         .as_ref()
         .is_ok_and(|d| d.reason == select::Reason::NetworkPin)
@@ -788,12 +789,13 @@ fn decide(
 }
 
 /// Selects under the reservations lock, so that concurrent rooms see each other's
-/// reservations; the clock is read here, not in `select`.
+/// reservations; the clock is read by the caller, not in `select`.
 fn choose(
     state: &AppState,
     client: Client<'_>,
     catalog: &Arc<Catalog>,
     reserve: Option<u32>,
+    now: tokio::time::Instant,
 ) -> Result<Decision, Refusal> {
     let health = state.health.load_full();
     let survey = if Arc::ptr_eq(catalog, &state.catalog.load()) {
@@ -803,7 +805,6 @@ fn choose(
         // bridges on every request instead of once per health snapshot.
         Arc::new(Survey::build(catalog.clone(), &health, &state.policy))
     };
-    let now = tokio::time::Instant::now();
     let mut ledger = state
         .reservations
         .lock()
@@ -842,7 +843,13 @@ async fn create_room(
     let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
     let catalog = state.catalog.load_full();
     let participants = body.participants.unwrap_or(1);
-    let (location, decision) = decide(&state, ip, &catalog, Some(participants))?;
+    let (location, decision) = decide(
+        &state,
+        ip,
+        &catalog,
+        Some(participants),
+        tokio::time::Instant::now(),
+    )?;
     let shard = shard_of(&catalog, &decision)?;
     let room = RoomName::generate(&state.jitsi.room_prefix);
     let now = store::now_seconds();
@@ -905,7 +912,7 @@ async fn add_participant(
     // The host's reservation covers the room's own region; a guest elsewhere adds one
     // participant on the bridge of the guest's region.
     let on_shard = Arc::new(on_shard);
-    let (location, decision) = decide(&state, ip, &on_shard, None)?;
+    let (location, decision) = decide(&state, ip, &on_shard, None, tokio::time::Instant::now())?;
     if let Some(bridge) = decision
         .bridge
         .as_ref()
@@ -1070,7 +1077,13 @@ async fn select_region(
         Some(text) => parse_ip("ip", text)?,
         None => client_address(peer.ip(), &headers, trusted),
     };
-    let (location, decision) = decide(&state, ip, &state.catalog.load_full(), None)?;
+    let (location, decision) = decide(
+        &state,
+        ip,
+        &state.catalog.load_full(),
+        None,
+        tokio::time::Instant::now(),
+    )?;
     Ok(Json(Selected {
         region: decision.region.to_string(),
         location,

@@ -6,6 +6,9 @@
 //! [`reload`] reads credentials, the GeoIP file, the settings file and key files again; each
 //! part that fails keeps what is in service, and a request in flight keeps the signer it
 //! started with.
+//!
+//! Connections start on the plain HTTP/1.1 loop of [`plain`], which answers selections
+//! itself and hands everything else to hyper and the router (`http`).
 
 mod http;
 mod observe;

@@ -98,8 +98,9 @@ pub struct Location {
     pub country: Option<CountryCode>,
     /// Continent code (`EU`, `NA`, ...), when known.
     pub continent: Option<CountryCode>,
-    /// First-level subdivision name (state, province), when known.
-    pub subdivision: Option<String>,
+    /// First-level subdivision name (state, province), when known; shared, since cached
+    /// records hand out copies on every lookup.
+    pub subdivision: Option<Arc<str>>,
     /// Coordinates to measure distances from, when known.
     pub point: Option<Point>,
     /// The database's accuracy radius, when it gives one.
@@ -521,7 +522,7 @@ impl Record<'_> {
         let subdivision = self
             .subdivisions
             .and_then(|s| s.into_iter().next())
-            .and_then(|s| s.names.and_then(|n| n.en).or(s.iso_code).map(str::to_owned));
+            .and_then(|s| s.names.and_then(|n| n.en).or(s.iso_code).map(Arc::from));
         let (point, accuracy_km) = match self.location {
             Some(RecordLocation {
                 latitude: Some(latitude),

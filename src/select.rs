@@ -391,20 +391,18 @@ fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
     let Some(km) = km else {
         return (0..count).collect();
     };
-    let buckets: Vec<u8> = km
-        .iter()
-        .map(|d| (d * (BUCKETS as f64 / HALF_CIRCUMFERENCE_KM)).min(255.0) as u8)
-        .collect();
+    // Computed twice rather than kept: cheaper than a vector per request.
+    let bucket = |d: f64| (d * (BUCKETS as f64 / HALF_CIRCUMFERENCE_KM)).min(255.0) as usize;
     let mut starts = [0u32; BUCKETS + 1];
-    for &b in &buckets {
-        starts[usize::from(b) + 1] += 1;
+    for &d in km {
+        starts[bucket(d) + 1] += 1;
     }
     for b in 0..BUCKETS {
         starts[b + 1] += starts[b];
     }
     let mut order = vec![0u32; len];
-    for (i, &b) in (0..count).zip(&buckets) {
-        let slot = &mut starts[usize::from(b)];
+    for (i, &d) in (0..count).zip(km) {
+        let slot = &mut starts[bucket(d)];
         order[*slot as usize] = i;
         *slot += 1;
     }

@@ -9,7 +9,6 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
@@ -43,11 +42,11 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
         return None;
     }
     let slot = state.in_flight.try_take()?;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let metrics = &state.metrics;
     metrics.in_flight.inc();
     let catalog = state.catalog.load_full();
-    let status = match super::decide(state, ip, &catalog, None) {
+    let status = match super::decide(state, ip, &catalog, None, started) {
         Ok((location, decision)) => {
             json::write_selected(out, location.as_ref(), &decision);
             StatusCode::OK
@@ -102,7 +101,7 @@ fn write_error(out: &mut Vec<u8>, error: &ApiError) {
 }
 
 /// Counts and logs the request as the router's `track` middleware does.
-fn count(state: &AppState, status: StatusCode, started: Instant) {
+fn count(state: &AppState, status: StatusCode, started: tokio::time::Instant) {
     let took = started.elapsed();
     let series = &state.series;
     if status == StatusCode::OK {

@@ -295,7 +295,7 @@ mod tests {
                 |(country, continent, subdivision, point, accuracy_km, coarse)| Location {
                     country,
                     continent,
-                    subdivision,
+                    subdivision: subdivision.map(Into::into),
                     point: point.map(|(latitude, longitude)| Point {
                         latitude,
                         longitude,

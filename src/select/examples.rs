@@ -87,7 +87,7 @@ fn located(latitude: f64, longitude: f64) -> Location {
     Location {
         country: None,
         continent: None,
-        subdivision: Some("somewhere".to_owned()),
+        subdivision: Some("somewhere".into()),
         point: Some(Point {
             latitude,
             longitude,

@@ -50,7 +50,7 @@ fn world() -> impl Strategy<Value = World> {
         client: Location {
             country: None,
             continent: None,
-            subdivision: Some("s".to_owned()),
+            subdivision: Some("s".into()),
             point: Some(Point {
                 latitude: lat,
                 longitude: lon,
