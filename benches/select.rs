@@ -124,7 +124,7 @@ fn located(p: Point) -> Location {
     Location {
         country: None,
         continent: None,
-        subdivision: Some("s".to_owned()),
+        subdivision: Some("s".into()),
         point: Some(p),
         accuracy_km: None,
         coarse: false,

@@ -258,6 +258,7 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
         max_header_bytes: server.max_header_bytes,
         grace: Duration::from_millis(server.shutdown_grace_ms),
+        write_timeout: Duration::from_millis(server.request_timeout_ms),
     };
     let draining = state.clone();
     let stop_serving = async move {

@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time in-flight requests get after shutdown starts.
     pub grace: Duration,
+    /// Time a client gets to take an answer the socket could not take at once.
+    pub write_timeout: Duration,
 }
 
 /// What every connection needs.

@@ -35,6 +35,10 @@ const FIRST_BUFFER_BYTES: usize = 1024;
 /// the configured cap.
 const BUFFER_BYTES: usize = 8 * 1024;
 
+/// Answers to pipelined requests are sent once they reach this size, before more are
+/// made, so a client that sends many and reads none holds at most about this much memory.
+const OUTPUT_BATCH_BYTES: usize = 64 * 1024;
+
 /// One connection on the plain loop.
 pub struct Connection {
     server: Arc<Server>,
@@ -51,6 +55,8 @@ pub enum Step {
     NeedMore,
     /// Not a request for this loop.
     HandOver,
+    /// More requests are waiting, but the answers so far should be sent first.
+    Full,
 }
 
 impl Connection {
@@ -83,11 +89,19 @@ impl Connection {
                 Ok(unsent) => unsent,
                 Err(_) => return,
             };
-            if !unsent.is_empty() && stream.write_all(&unsent).await.is_err() {
-                return;
+            if !unsent.is_empty() {
+                // An answer the client does not take in time ends the connection.
+                let write = stream.write_all(&unsent);
+                match tokio::time::timeout(limits.write_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
             }
             input.copy_within(used..filled, 0);
             filled -= used;
+            if step == Step::Full {
+                continue;
+            }
             if used > 0 || filled == 0 {
                 deadline = None;
             }
@@ -140,6 +154,9 @@ fn answer_buffered(
         outgoing.clear();
         let mut used = 0;
         let step = loop {
+            if outgoing.bytes.len() >= OUTPUT_BATCH_BYTES {
+                break Step::Full;
+            }
             match step(state, &input[used..], outgoing) {
                 Step::Answered(n) => used += n,
                 other => break other,

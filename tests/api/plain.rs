@@ -177,6 +177,25 @@ async fn pipelined_selections_are_answered_in_order() {
     assert_selected(&wire.reply().await, "ap-southeast-2");
 }
 
+/// A thousand selections written at once (about 2 MB of answers, far more than one
+/// batch of answers) are all answered, in order, while the client reads slowly at first.
+#[tokio::test]
+async fn a_thousand_pipelined_selections_are_all_answered() {
+    let app = spawn_app(Options::default()).await;
+    let mut wire = Wire::open(&app).await;
+    let ips = ["8.8.8.8", "81.2.69.142", "1.1.1.1"];
+    let regions = ["us-west", "eu-west", "ap-southeast-2"];
+    let batch: String = (0..1000).map(|i| select(ips[i % 3])).collect();
+    wire.send(batch).await;
+    // The server's socket buffer fills while nothing is read; it must wait, not drop.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for i in 0..1000 {
+        assert_selected(&wire.reply().await, regions[i % 3]);
+    }
+    wire.send(select("8.8.8.8")).await;
+    assert_selected(&wire.reply().await, "us-west");
+}
+
 /// After a plain answer, other routes on the same connection are served by the
 /// router, and selections after the hand-over still are.
 #[tokio::test]

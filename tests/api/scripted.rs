@@ -161,7 +161,7 @@ pub fn london() -> Location {
     Location {
         country: Some(CountryCode::parse("GB").expect("code")),
         continent: Some(CountryCode::parse("EU").expect("code")),
-        subdivision: Some("England".to_owned()),
+        subdivision: Some("England".into()),
         point: Some(Point {
             latitude: 51.5,
             longitude: -0.12,
