@@ -196,6 +196,29 @@ async fn a_thousand_pipelined_selections_are_all_answered() {
     assert_selected(&wire.reply().await, "us-west");
 }
 
+/// A client that pipelines far more selections than the socket buffers hold and reads
+/// nothing is disconnected once an answer has waited the request timeout; the server
+/// goes on serving others.
+#[tokio::test]
+async fn clients_that_never_read_are_disconnected() {
+    let app = spawn_app(Options::default().env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500")).await;
+    let mut wire = Wire::open(&app).await;
+    let batch: String = (0..5000).map(|_| select("8.8.8.8")).collect();
+    wire.send(batch).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let received = wire.ending().await;
+    let answers = String::from_utf8_lossy(&received)
+        .matches("HTTP/1.1 200 OK")
+        .count();
+    assert!(
+        answers < 5000,
+        "all {answers} answers arrived: nothing was held back"
+    );
+    let mut other = Wire::open(&app).await;
+    other.send(select("81.2.69.142")).await;
+    assert_selected(&other.reply().await, "eu-west");
+}
+
 /// After a plain answer, other routes on the same connection are served by the
 /// router, and selections after the hand-over still are.
 #[tokio::test]
