@@ -85,7 +85,10 @@ fn admitted(state: &AppState, authorization: Option<&[u8]>) -> bool {
     if credentials.open_for(Need::Role(Role::Lobby)) {
         return true;
     }
+    // Read as the router reads it: visible ASCII (and tabs) only.
+    let visible = |v: &&[u8]| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
     let presented = authorization
+        .filter(visible)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     presented.is_some_and(|p| credentials.role_of(p.trim()) == Some(Role::Lobby))
