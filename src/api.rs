@@ -583,7 +583,8 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
         );
     };
     let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
-    state.metrics.in_flight.inc();
+    // Dropped with the request, so a client that disconnects mid-request is not left counted.
+    let _counted = Counted::new(&state.metrics.in_flight);
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -591,9 +592,24 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
             retry_later("timeout", "the request took too long; retry")
         }
     };
-    state.metrics.in_flight.dec();
     drop(slot);
     response
+}
+
+/// One request in the in-flight gauge, for as long as this lives.
+struct Counted<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Requests in flight under a cap; taking a slot never waits.

@@ -155,7 +155,9 @@ impl Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Stats {
-    /// 0 idle, 1 at capacity; may exceed 1.
+    /// 0 idle, 1 at capacity; may exceed 1. A negative value (a bridge's bug) reads as 0,
+    /// so it cannot rank a bridge above an idle one.
+    #[serde(deserialize_with = "non_negative")]
     pub stress_level: f64,
     /// The bridge asks for no new conferences.
     pub drain: bool,
@@ -173,6 +175,11 @@ pub struct Stats {
     pub participants: u64,
     /// Conferences on the bridge.
     pub conferences: u64,
+}
+
+fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    Ok(if x > 0.0 { x } else { 0.0 })
 }
 
 /// Where a bridge stands.
@@ -555,6 +562,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(busy.stress_level, 0.83);
+        let confused: Stats = serde_json::from_str(r#"{"stress_level":-0.0004}"#).expect("parses");
+        assert_eq!(confused.stress_level.to_bits(), 0.0f64.to_bits());
         assert_eq!(busy.region.as_deref(), Some("eu-central"));
         let minimal: Stats =
             serde_json::from_str(r#"{"stress_level":0.3,"conferences":4}"#).expect("parses");

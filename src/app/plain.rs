@@ -97,6 +97,11 @@ impl Connection {
                     Ok(Err(_)) | Err(_) => return,
                 }
             }
+            // At shutdown the answers made are sent and the connection ends; requests
+            // pipelined after them are left for the client to send elsewhere.
+            if *self.stop.borrow() {
+                return;
+            }
             input.copy_within(used..filled, 0);
             filled -= used;
             if step == Step::Full {
@@ -110,12 +115,8 @@ impl Connection {
             }
             if matches!(step, Step::HandOver) || filled == input.len() {
                 input.truncate(filled);
-                let io = Prefixed::new(input, stream);
+                let io = Prefixed::new(input, stream, limits.write_timeout);
                 return self.server.hand_over(io, self.peer, self.stop).await;
-            }
-            // Idle at shutdown: close. (A head being read is finished first.)
-            if filled == 0 && *self.stop.borrow() {
-                return;
             }
             let now_or_set = || Instant::now() + limits.header_read_timeout;
             timer
@@ -125,7 +126,7 @@ impl Connection {
                 biased;
                 read = stream.read(&mut input[filled..]) => read,
                 () = &mut timer => return,
-                () = &mut stopped, if filled == 0 => return,
+                () = &mut stopped => return,
             };
             match read {
                 Ok(0) => return,
@@ -338,19 +339,48 @@ impl Date {
     }
 }
 
-/// A stream that first replays bytes already read from it.
+/// A stream that first replays bytes already read from it, and fails a write the client
+/// leaves blocked for longer than `write_timeout` (hyper has no such deadline of its own).
 pub struct Prefixed {
     prefix: Vec<u8>,
     position: usize,
     stream: TcpStream,
+    write_timeout: std::time::Duration,
+    /// Set while a write is blocked: when it must have gone through.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Prefixed {
-    fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
+    fn new(prefix: Vec<u8>, stream: TcpStream, write_timeout: std::time::Duration) -> Prefixed {
         Prefixed {
             prefix,
             position: 0,
             stream,
+            write_timeout,
+            blocked: None,
+        }
+    }
+
+    /// Passes a write's outcome on; a write still blocked past the deadline fails.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.blocked = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let blocked = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match blocked.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let message = "the client did not take the answer in time";
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -379,7 +409,8 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.deadline(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -387,7 +418,8 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.deadline(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

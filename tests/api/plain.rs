@@ -196,27 +196,101 @@ async fn a_thousand_pipelined_selections_are_all_answered() {
     assert_selected(&wire.reply().await, "us-west");
 }
 
+/// Sends `count` copies of `request` from a task of its own (so a server that stops
+/// reading cannot block the test), waits `idle`, then reads until the server closes:
+/// the answers that arrived.
+async fn flood_unread(app: &App, request: String, count: usize, idle: Duration) -> usize {
+    let stream = TcpStream::connect(app.addr()).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let batch = request.repeat(count);
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(batch.as_bytes()).await;
+        writer
+    });
+    tokio::time::sleep(idle).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut received)).await;
+    // A reset after the server gave up is an ending too.
+    assert!(read.is_ok(), "the server kept a client that reads nothing");
+    writing.abort();
+    String::from_utf8_lossy(&received)
+        .matches("HTTP/1.1 200 OK")
+        .count()
+}
+
 /// A client that pipelines far more selections than the socket buffers hold and reads
-/// nothing is disconnected once an answer has waited the request timeout; the server
-/// goes on serving others.
+/// nothing is disconnected once an answer has waited the request timeout, on the plain
+/// loop and on hyper alike; the server goes on serving others.
 #[tokio::test]
 async fn clients_that_never_read_are_disconnected() {
     let app = spawn_app(Options::default().env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500")).await;
-    let mut wire = Wire::open(&app).await;
-    let batch: String = (0..5000).map(|_| select("8.8.8.8")).collect();
-    wire.send(batch).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    let received = wire.ending().await;
-    let answers = String::from_utf8_lossy(&received)
-        .matches("HTTP/1.1 200 OK")
-        .count();
+    let idle = Duration::from_millis(2000);
+    let answers = flood_unread(&app, select("8.8.8.8"), 5000, idle).await;
     assert!(
         answers < 5000,
-        "all {answers} answers arrived: nothing was held back"
+        "all {answers} plain answers arrived: none held back"
+    );
+    let router_form = select_with("8%2E8.8.8", "");
+    let answers = flood_unread(&app, router_form, 5000, idle).await;
+    assert!(
+        answers < 5000,
+        "all {answers} router answers arrived: none held back"
     );
     let mut other = Wire::open(&app).await;
     other.send(select("81.2.69.142")).await;
     assert_selected(&other.reply().await, "eu-west");
+}
+
+/// A client that sends its request and shuts its side of the connection gets the
+/// answer, whichever path serves it.
+#[tokio::test]
+async fn half_closed_clients_get_their_answers() {
+    let app = spawn_app(Options::default()).await;
+    for request in [
+        select("8.8.8.8"),
+        select_with("8%2E8.8.8", ""),
+        HEALTHZ.to_owned(),
+    ] {
+        let mut stream = TcpStream::connect(app.addr()).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        stream.shutdown().await.expect("half-close");
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received)).await;
+        read.expect("the server ends the connection").expect("read");
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{request:?} got {text:?}"
+        );
+    }
+}
+
+/// At shutdown a client that keeps pipelining selections is not served until the grace
+/// period ends: the answers made are sent, the connection closes, the process exits.
+#[tokio::test]
+async fn shutdown_stops_a_pipelining_client() {
+    let options = Options::default().env("GEOBRIDGE_SHUTDOWN_GRACE_MS", "60000");
+    let mut app = spawn_app(options).await;
+    let stream = TcpStream::connect(app.addr()).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let batch = select("8.8.8.8").repeat(200_000);
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(batch.as_bytes()).await;
+        writer
+    });
+    let mut received = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    while total < 1_000_000 {
+        total += reader.read(&mut received).await.expect("answers flow");
+    }
+    let started = Instant::now();
+    app.signal("TERM");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection stayed open after SIGTERM");
+    assert_eq!(app.wait_exit(10), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10), "grace is 60 s");
+    writing.abort();
 }
 
 /// After a plain answer, other routes on the same connection are served by the
@@ -473,6 +547,29 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     });
     let value = found.and_then(|line| line.rsplit(' ').next());
     value.map_or(0.0, |v| v.parse().expect("a sample value"))
+}
+
+/// Clients that send a room request and hang up at once leave no request counted in
+/// flight once the server has noticed.
+#[tokio::test]
+async fn abandoned_requests_leave_the_in_flight_gauge() {
+    let app = spawn_app(Options::default()).await;
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(app.addr()).await.expect("connect");
+        stream
+            .write_all(create_room("8.8.8.8").as_bytes())
+            .await
+            .expect("write");
+        drop(stream);
+    }
+    let gauge = "geobridge_http_requests_in_flight";
+    app.wait_until(10, "in-flight gauge back to 0", || async {
+        sample(&app.get("/metrics").await.text, gauge, &[]) == 0.0
+    })
+    .await;
+    // Stays there: nothing was only late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sample(&app.get("/metrics").await.text, gauge, &[]), 0.0);
 }
 
 /// Selections answered by the plain loop are counted once each, as the router counts
