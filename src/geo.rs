@@ -333,6 +333,11 @@ impl Database {
                 source,
             })?;
         let ipv4 = Ipv4Index::build(bytes.as_ref(), reader.metadata());
+        let promoted = bytes.clone();
+        let promoting = std::thread::Builder::new().name("geo-huge-pages".into());
+        if let Err(error) = promoting.spawn(move || promoted.promote()) {
+            tracing::debug!(%error, "GeoIP database stays on small pages");
+        }
         let meta = reader.metadata();
         let found = meta.database_type.clone();
         if !(found.contains("City") || found.contains("Country")) {

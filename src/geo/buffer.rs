@@ -2,9 +2,12 @@
 //!
 //! A lookup walks about thirty nodes of a 50 MB search tree at random; with 4 KiB pages
 //! nearly every deep step also misses the TLB. The file is read into one allocation aligned
-//! to 2 MiB and advised for transparent huge pages, so the tree spans a few dozen TLB
-//! entries instead of thousands. Where huge pages are off the advice is ignored and the
-//! buffer behaves as an ordinary one.
+//! to 2 MiB; [`Buffer::promote`] then asks the kernel to put it on transparent huge pages,
+//! so the tree spans a few dozen TLB entries instead of thousands. That is done after the
+//! read, off the start-up path: asking before the pages are touched makes every fault wait
+//! for the kernel to compact memory, which after a memory-hungry job took start-up from
+//! 50 ms to 500 ms. Where huge pages are off the advice is ignored and the buffer behaves
+//! as an ordinary one.
 
 use std::alloc::{self, Layout};
 use std::io::{self, Read};
@@ -58,23 +61,46 @@ impl Allocation {
         // SAFETY: `layout` has a non-zero size.
         let data = std::ptr::NonNull::new(unsafe { alloc::alloc(layout) })
             .ok_or_else(|| io::Error::other(format!("cannot allocate {size} bytes")))?;
-        advise_huge_pages(data.as_ptr(), size);
         Ok(Allocation { data, len, layout })
     }
 }
 
+impl Buffer {
+    /// Moves the bytes onto huge pages where the kernel can: advised for them (so the
+    /// kernel's background collapsing takes them), then collapsed at once where the
+    /// kernel supports it (Linux 6.1+). Slow on fragmented memory, so it is called off the
+    /// request and start-up paths; contents never change.
+    pub fn promote(&self) {
+        let a = &self.allocation;
+        let (start, size) = (a.data.as_ptr(), a.layout.size());
+        advise(start, size, HUGE_PAGE_ADVICE, "huge pages not available");
+        advise(start, size, COLLAPSE_ADVICE, "huge pages not collapsed now");
+    }
+}
+
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(start: *mut u8, size: usize) {
-    // SAFETY: the range is one allocation of ours; advice changes no contents.
-    let answer = unsafe { libc::madvise(start.cast(), size, libc::MADV_HUGEPAGE) };
-    if answer != 0 {
+const HUGE_PAGE_ADVICE: libc::c_int = libc::MADV_HUGEPAGE;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const COLLAPSE_ADVICE: libc::c_int = libc::MADV_COLLAPSE;
+#[cfg(all(target_os = "linux", not(target_env = "gnu")))]
+const COLLAPSE_ADVICE: libc::c_int = 25;
+
+#[cfg(target_os = "linux")]
+fn advise(start: *mut u8, size: usize, advice: libc::c_int, failed: &str) {
+    // SAFETY: the range is one allocation of ours; these advices change no contents.
+    if unsafe { libc::madvise(start.cast(), size, advice) } != 0 {
         let error = io::Error::last_os_error();
-        tracing::debug!(%error, "huge pages not available for the GeoIP database");
+        tracing::debug!(%error, "{failed} for the GeoIP database");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_start: *mut u8, _size: usize) {}
+const HUGE_PAGE_ADVICE: i32 = 0;
+#[cfg(not(target_os = "linux"))]
+const COLLAPSE_ADVICE: i32 = 0;
+
+#[cfg(not(target_os = "linux"))]
+fn advise(_start: *mut u8, _size: usize, _advice: i32, _failed: &str) {}
 
 impl AsRef<[u8]> for Buffer {
     fn as_ref(&self) -> &[u8] {
