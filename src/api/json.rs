@@ -86,7 +86,9 @@ pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
         if i > 0 {
             out.push(b',');
         }
-        display(out, step);
+        out.push(b'"');
+        step.words(|piece| escape(out, piece));
+        out.push(b'"');
     }
     out.extend_from_slice(b"],\"regions\":[");
     let catalog: &Catalog = decision.regions.catalog();
@@ -219,21 +221,6 @@ fn float(out: &mut Vec<u8>, value: Option<f64>) {
         }
         _ => out.extend_from_slice(b"null"),
     }
-}
-
-/// A value's `Display` text as a JSON string, without an intermediate `String`.
-fn display(out: &mut Vec<u8>, value: &impl std::fmt::Display) {
-    struct Escaped<'a>(&'a mut Vec<u8>);
-    impl std::fmt::Write for Escaped<'_> {
-        fn write_str(&mut self, text: &str) -> std::fmt::Result {
-            escape(self.0, text);
-            Ok(())
-        }
-    }
-    out.push(b'"');
-    // Writing into a Vec cannot fail; a failing `Display` leaves what it wrote.
-    let _ = std::fmt::Write::write_fmt(&mut Escaped(out), format_args!("{value}"));
-    out.push(b'"');
 }
 
 /// A JSON string with quotes, backslashes and control characters escaped.

@@ -266,49 +266,75 @@ pub enum Step {
     Unwatched(RegionId),
 }
 
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Step {
+    /// The step in words, handed to `put` piece by piece: `Display` joins the pieces, and
+    /// the hot path's JSON writer escapes them straight into the answer.
+    pub fn words(&self, mut put: impl FnMut(&str)) {
         match self {
             Step::Degraded(tier) => {
-                let tier = tier.label();
-                write!(f, "no region is eligible; degraded to the {tier} tier")
+                put("no region is eligible; degraded to the ");
+                put(tier.label());
+                put(" tier");
             }
-            Step::NetworkPin(region) => write!(f, "a network pin sends this address to {region}"),
+            Step::NetworkPin(region) => {
+                put("a network pin sends this address to ");
+                put(region.as_str());
+            }
             Step::CountryPin(country, region) => {
-                write!(f, "country {country} is pinned to {region}")
+                put("country ");
+                put(country.as_str());
+                put(" is pinned to ");
+                put(region.as_str());
             }
-            Step::Coarse(country) => write!(
-                f,
-                "the location is coarse; measuring from the centroid of {country}"
-            ),
+            Step::Coarse(country) => {
+                put("the location is coarse; measuring from the centroid of ");
+                put(country.as_str());
+            }
             // Rounded as the decision's `distance_km` is, so the two agree.
             Step::Nearest(region, km) => {
-                let km = km.round() as i64;
-                write!(f, "nearest region is {region} at {km} km")
+                put("nearest region is ");
+                put(region.as_str());
+                put(" at ");
+                put(itoa::Buffer::new().format(km.round() as i64));
+                put(" km");
             }
             Step::NoLocation(region) => {
-                write!(f, "the client has no location; default region is {region}")
+                put("the client has no location; default region is ");
+                put(region.as_str());
             }
             Step::NotUsable {
                 region,
                 wanted,
                 has,
             } => {
-                let (wanted, has) = (wanted.label(), has.label());
-                write!(
-                    f,
-                    "{region} is not usable at the {wanted} tier (it is {has})"
-                )
+                put(region.as_str());
+                put(" is not usable at the ");
+                put(wanted.label());
+                put(" tier (it is ");
+                put(has.label());
+                put(")");
             }
-            Step::GroupFallback(region) => write!(f, "group fallback to {region}"),
+            Step::GroupFallback(region) => {
+                put("group fallback to ");
+                put(region.as_str());
+            }
             Step::Fallback(region) => {
-                write!(f, "fallback to the nearest usable region, {region}")
+                put("fallback to the nearest usable region, ");
+                put(region.as_str());
             }
-            Step::Unwatched(region) => write!(
-                f,
-                "{region} has no bridges registered: its health is not watched"
-            ),
+            Step::Unwatched(region) => {
+                put(region.as_str());
+                put(" has no bridges registered: its health is not watched");
+            }
         }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut written = Ok(());
+        self.words(|piece| written = written.and_then(|()| f.write_str(piece)));
+        written
     }
 }
 
@@ -327,4 +353,67 @@ pub enum Refusal {
     /// Every bridge is down or unknown and the policy refuses to guess.
     #[error("every bridge is down or unknown, and the policy is to refuse")]
     AllDown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step reads as the words the API documents.
+    #[test]
+    fn steps_in_words() {
+        let id = |s: &str| RegionId::parse(s).expect("id");
+        let gb = CountryCode::parse("GB").expect("code");
+        let cases = [
+            (
+                Step::Degraded(Tier::Panic),
+                "no region is eligible; degraded to the panic tier",
+            ),
+            (
+                Step::NetworkPin(id("eu-west")),
+                "a network pin sends this address to eu-west",
+            ),
+            (
+                Step::CountryPin(gb, id("eu-west")),
+                "country GB is pinned to eu-west",
+            ),
+            (
+                Step::Coarse(gb),
+                "the location is coarse; measuring from the centroid of GB",
+            ),
+            (
+                Step::Nearest(id("eu-west"), 38.5),
+                "nearest region is eu-west at 39 km",
+            ),
+            (
+                Step::NoLocation(id("eu-central")),
+                "the client has no location; default region is eu-central",
+            ),
+            (
+                Step::NotUsable {
+                    region: id("eu-west"),
+                    wanted: Tier::Eligible,
+                    has: Tier::Draining,
+                },
+                "eu-west is not usable at the eligible tier (it is draining)",
+            ),
+            (
+                Step::GroupFallback(id("eu-central")),
+                "group fallback to eu-central",
+            ),
+            (
+                Step::Fallback(id("us-east")),
+                "fallback to the nearest usable region, us-east",
+            ),
+            (
+                Step::Unwatched(id("eu-west")),
+                "eu-west has no bridges registered: its health is not watched",
+            ),
+        ];
+        for (step, words) in cases {
+            assert_eq!(step.to_string(), words);
+            let json = serde_json::to_string(&step).expect("serialises");
+            assert_eq!(json, format!("\"{words}\""));
+        }
+    }
 }
