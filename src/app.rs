@@ -259,6 +259,9 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
         max_header_bytes: server.max_header_bytes,
         grace: Duration::from_millis(server.shutdown_grace_ms),
         write_timeout: Duration::from_millis(server.request_timeout_ms),
+        // Long enough for a request to be answered and the next head to start arriving.
+        idle_timeout: Duration::from_millis(server.request_timeout_ms)
+            + Duration::from_millis(server.header_read_timeout_ms),
     };
     let draining = state.clone();
     let stop_serving = async move {

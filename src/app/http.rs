@@ -38,6 +38,9 @@ pub struct Limits {
     pub grace: Duration,
     /// Time a client gets to take an answer the socket could not take at once.
     pub write_timeout: Duration,
+    /// A connection hyper serves is closed after this long without reading or writing a
+    /// byte (HTTP/2 has no head deadline to do it).
+    pub idle_timeout: Duration,
 }
 
 /// What every connection needs.

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::http::Server;
+use super::http::{Limits, Server};
 use crate::api::{AppState, fast};
 
 /// Most headers a plain request may have; more go to hyper.
@@ -115,7 +115,7 @@ impl Connection {
             }
             if matches!(step, Step::HandOver) || filled == input.len() {
                 input.truncate(filled);
-                let io = Prefixed::new(input, stream, limits.write_timeout);
+                let io = Prefixed::new(input, stream, limits);
                 return self.server.hand_over(io, self.peer, self.stop).await;
             }
             let now_or_set = || Instant::now() + limits.header_read_timeout;
@@ -339,25 +339,59 @@ impl Date {
     }
 }
 
-/// A stream that first replays bytes already read from it, and fails a write the client
-/// leaves blocked for longer than `write_timeout` (hyper has no such deadline of its own).
+/// A stream that first replays bytes already read from it, fails a write the client
+/// leaves blocked for longer than the write timeout, and fails a read once nothing has
+/// moved either way for the idle timeout (hyper has neither deadline of its own).
 pub struct Prefixed {
     prefix: Vec<u8>,
     position: usize,
     stream: TcpStream,
-    write_timeout: std::time::Duration,
+    limits: Limits,
     /// Set while a write is blocked: when it must have gone through.
     blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When a byte last went either way.
+    active_at: Instant,
+    /// Set while a read waits: when the connection counts as abandoned.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Prefixed {
-    fn new(prefix: Vec<u8>, stream: TcpStream, write_timeout: std::time::Duration) -> Prefixed {
+    fn new(prefix: Vec<u8>, stream: TcpStream, limits: Limits) -> Prefixed {
         Prefixed {
             prefix,
             position: 0,
             stream,
-            write_timeout,
+            limits,
             blocked: None,
+            active_at: Instant::now(),
+            idle: None,
+        }
+    }
+
+    /// Passes a read's outcome on; a read still waiting once the connection has been idle
+    /// for the idle timeout fails.
+    fn idle_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        if poll.is_ready() {
+            self.active_at = Instant::now();
+            return poll;
+        }
+        let deadline = self.active_at + self.limits.idle_timeout;
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if idle.deadline() != deadline {
+            idle.as_mut().reset(deadline);
+        }
+        match idle.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let message = "nothing was sent or read for the idle timeout";
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -369,9 +403,10 @@ impl Prefixed {
     ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.blocked = None;
+            self.active_at = Instant::now();
             return poll;
         }
-        let timeout = self.write_timeout;
+        let timeout = self.limits.write_timeout;
         let blocked = self
             .blocked
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -399,7 +434,8 @@ impl AsyncRead for Prefixed {
             this.position += n;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.idle_deadline(cx, poll)
     }
 }
 

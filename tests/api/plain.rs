@@ -639,6 +639,28 @@ async fn idle_connections_do_not_hold_up_shutdown() {
     assert!(!log.contains("grace period over"), "{log}");
 }
 
+/// An HTTP/2 connection that sends its preface and then nothing is closed once nothing
+/// has moved for the idle timeout (the head timeout plus the request timeout).
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let options = Options::default()
+        .env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300")
+        .env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500");
+    let app = spawn_app(options).await;
+    let mut wire = Wire::open(&app).await;
+    let started = Instant::now();
+    // The preface and an empty SETTINGS frame.
+    wire.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await;
+    let received = wire.ending().await;
+    let took = started.elapsed();
+    assert!(!received.is_empty(), "the server speaks HTTP/2 first");
+    assert!(
+        took >= Duration::from_millis(700),
+        "closed after only {took:?}"
+    );
+}
+
 /// HTTP/2 with prior knowledge, which the plain loop hands over at its preface,
 /// selects the same regions with the same answers as HTTP/1.1.
 #[tokio::test]
