@@ -585,8 +585,16 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     let timeout = std::time::Duration::from_millis(state.settings.server.request_timeout_ms);
     // Dropped with the request, so a client that disconnects mid-request is not left counted.
     let _counted = Counted::new(&state.metrics.in_flight);
+    let (request, received) = track_body(request);
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
+        // The client was still sending: its delay, so a 4xx.
+        Err(_) if !received.load(Ordering::Acquire) => {
+            let timeout_ms = timeout.as_millis() as u64;
+            let message =
+                format!("the request body did not arrive within {timeout_ms} ms; send it at once");
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message).into_response()
+        }
         Err(_) => {
             tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
             retry_later("timeout", "the request took too long; retry")
@@ -594,6 +602,48 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     };
     drop(slot);
     response
+}
+
+/// `request` with a body that raises the flag once it has been received whole (at once
+/// for a request without one).
+fn track_body(request: Request) -> (Request, Arc<AtomicBool>) {
+    let (parts, body) = request.into_parts();
+    let received = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let body = axum::body::Body::new(Tracked {
+        inner: body,
+        received: received.clone(),
+    });
+    (Request::from_parts(parts, body), received)
+}
+
+/// A request body that says when it has been read to its end.
+struct Tracked {
+    inner: axum::body::Body,
+    received: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.received.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One request in the in-flight gauge, for as long as this lives.

@@ -639,6 +639,20 @@ async fn idle_connections_do_not_hold_up_shutdown() {
     assert!(!log.contains("grace period over"), "{log}");
 }
 
+/// A body that does not arrive within the request timeout is the client's delay: a 408
+/// saying so, not a 5xx.
+#[tokio::test]
+async fn slow_bodies_get_a_408() {
+    let app = spawn_app(Options::default().env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500")).await;
+    let mut wire = Wire::open(&app).await;
+    let request = create_room("8.8.8.8");
+    let (head_and_some, _) = request.split_at(request.len() - 10);
+    wire.send(head_and_some).await;
+    let reply = wire.reply().await;
+    assert_eq!(reply.status, 408, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "body_timeout");
+}
+
 /// An HTTP/2 connection that sends its preface and then nothing is closed once nothing
 /// has moved for the idle timeout (the head timeout plus the request timeout).
 #[tokio::test]
