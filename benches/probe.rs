@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
-use geobridge::catalog::{
-    AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, ShardId, Spec,
-};
+use geobridge::catalog::{AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, Spec};
 use geobridge::geo::Point;
 use geobridge::metrics::Metrics;
 use geobridge::probe::{self, HealthSnapshot, Prober};
@@ -190,12 +188,7 @@ fn catalog(ports: &[u16]) -> Catalog {
 
 /// One Jitsi shard for catalogs built in tests and benchmarks.
 fn one_shard() -> Vec<Shard> {
-    vec![Shard {
-        id: ShardId::parse("default").expect("id"),
-        url: "https://meet.test".to_owned(),
-        subject: None,
-        issuer: None,
-    }]
+    vec![Shard::single("https://meet.test")]
 }
 
 /// Cumulative counts per upper bound of the lateness histogram, `+Inf` last.

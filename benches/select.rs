@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use geobridge::catalog::{
-    AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, ShardId, Spec,
-};
+use geobridge::catalog::{AdminState, Bridge, BridgeId, Catalog, Region, RegionId, Shard, Spec};
 use geobridge::config::Settings;
 use geobridge::geo::{self, AddressClass, Database, Location, Lookup, Point};
 use geobridge::probe::{Health, HealthSnapshot, State, Stats};
@@ -112,12 +110,7 @@ fn large() -> (Catalog, HealthSnapshot, Load) {
 
 /// One Jitsi shard for catalogs built in tests and benchmarks.
 fn one_shard() -> Vec<Shard> {
-    vec![Shard {
-        id: ShardId::parse("default").expect("id"),
-        url: "https://meet.test".to_owned(),
-        subject: None,
-        issuer: None,
-    }]
+    vec![Shard::single("https://meet.test")]
 }
 
 fn located(p: Point) -> Location {

@@ -393,19 +393,26 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+impl ApiError {
+    /// The error envelope, `{"error": {"code", "message"}}`, as the client gets it.
+    pub(crate) fn body(&self) -> impl Serialize + '_ {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
             },
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("ascii"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -647,10 +654,10 @@ impl http_body::Body for Tracked {
 }
 
 /// One request in the in-flight gauge, for as long as this lives.
-struct Counted<'a>(&'a prometheus::IntGauge);
+pub(crate) struct Counted<'a>(&'a prometheus::IntGauge);
 
 impl<'a> Counted<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+    pub(crate) fn new(gauge: &'a prometheus::IntGauge) -> Self {
         gauge.inc();
         Counted(gauge)
     }
@@ -836,7 +843,7 @@ fn decide(
             let series = &state.series.decisions;
             series.count(&state.metrics, catalog, &decision);
             if decision.degraded {
-                let labels = [decision.region.as_str(), tier_label(&decision)];
+                let labels = [decision.region.as_str(), decision.tier.label()];
                 let degraded = &state.metrics.degraded_decisions;
                 degraded.with_label_values(&labels).inc();
             }
@@ -881,16 +888,6 @@ fn choose(
         ledger.reserve(bridge.clone(), participants, now);
     }
     Ok(decision)
-}
-
-fn tier_label(decision: &Decision) -> &'static str {
-    match decision.tier {
-        select::Tier::Eligible => "eligible",
-        select::Tier::Overloaded => "overloaded",
-        select::Tier::Draining => "draining",
-        select::Tier::Panic => "panic",
-        select::Tier::Unusable => "unusable",
-    }
 }
 
 async fn create_room(

@@ -108,6 +108,22 @@ pub struct Shard {
     pub issuer: Option<String>,
 }
 
+impl Shard {
+    /// The one shard of a deployment that has a single Jitsi frontend at `url`, with the
+    /// token claims of `[jitsi]`.
+    pub fn single(url: &str) -> Shard {
+        Shard {
+            id: ShardId(std::sync::Arc::from(DEFAULT_SHARD)),
+            url: url.to_owned(),
+            subject: None,
+            issuer: None,
+        }
+    }
+}
+
+/// The id of the shard of a single-frontend deployment.
+const DEFAULT_SHARD: &str = "default";
+
 /// Whether an operator lets a bridge take rooms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

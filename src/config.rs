@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, Bridge, Catalog, Region, RegionId, Shard, ShardId};
+use crate::catalog::{self, Bridge, Catalog, Region, RegionId, Shard};
 use crate::geo::CountryCode;
 use crate::probe;
 use crate::select::{Policy, WhenAllDown};
@@ -770,12 +770,7 @@ fn from_table(
 }
 
 fn default_shard(jitsi: &Jitsi) -> Shard {
-    Shard {
-        id: ShardId::parse("default").expect("a valid id"),
-        url: jitsi.url.clone(),
-        subject: None,
-        issuer: None,
-    }
+    Shard::single(&jitsi.url)
 }
 
 /// The catalog spec from settings; the store replaces its regions and bridges later.

@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
 use prometheus::{Histogram, IntCounter};
 
-use super::{ApiError, AppState, Need, Role, json};
+use super::{ApiError, AppState, Counted, Need, Role, json};
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::select::Decision;
@@ -43,8 +43,7 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
     }
     let slot = state.in_flight.try_take()?;
     let started = tokio::time::Instant::now();
-    let metrics = &state.metrics;
-    metrics.in_flight.inc();
+    let counted = Counted::new(&state.metrics.in_flight);
     let catalog = state.catalog.load_full();
     let status = match super::decide(state, ip, &catalog, None, started) {
         Ok((location, decision)) => {
@@ -56,8 +55,7 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
             error.status()
         }
     };
-    metrics.in_flight.dec();
-    drop(slot);
+    drop((counted, slot));
     count(state, status, started);
     Some(status)
 }
@@ -94,13 +92,11 @@ fn admitted(state: &AppState, authorization: Option<&[u8]>) -> bool {
     presented.is_some_and(|p| credentials.role_of(p.trim()) == Some(Role::Lobby))
 }
 
-/// The error envelope, as `ApiError` answers it through the router.
+/// The error envelope, as `ApiError` answers it through the router (errors are rare
+/// here: serde is fast enough).
 fn write_error(out: &mut Vec<u8>, error: &ApiError) {
-    out.extend_from_slice(b"{\"error\":{\"code\":");
-    json::string(out, error.code);
-    out.extend_from_slice(b",\"message\":");
-    json::string(out, &error.message);
-    out.extend_from_slice(b"}}");
+    // Writing a serialisable struct into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &error.body());
 }
 
 /// Counts and logs the request as the router's `track` middleware does.

@@ -1,7 +1,7 @@
 //! Example tests of the selection: named situations with the region each must give.
 
 use super::*;
-use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId, Shard, ShardId, Spec};
+use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId, Shard, Spec};
 use crate::geo::Point;
 use crate::probe::{Health, State, Stats};
 
@@ -21,12 +21,7 @@ fn region(id: &str, latitude: f64, longitude: f64, group: &str) -> Region {
 
 /// One Jitsi shard for catalogs built in tests and benchmarks.
 fn one_shard() -> Vec<Shard> {
-    vec![Shard {
-        id: ShardId::parse("default").expect("id"),
-        url: "https://meet.test".to_owned(),
-        subject: None,
-        issuer: None,
-    }]
+    vec![Shard::single("https://meet.test")]
 }
 
 fn bridge(id: &str, region: &str) -> Bridge {

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId, Shard, ShardId, Spec};
+use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId, Shard, Spec};
 use crate::geo::Point;
 use crate::probe::{Health, State, Stats};
 
@@ -63,12 +63,7 @@ fn world() -> impl Strategy<Value = World> {
 
 /// One Jitsi shard for catalogs built in tests and benchmarks.
 fn one_shard() -> Vec<Shard> {
-    vec![Shard {
-        id: ShardId::parse("default").expect("id"),
-        url: "https://meet.test".to_owned(),
-        subject: None,
-        issuer: None,
-    }]
+    vec![Shard::single("https://meet.test")]
 }
 
 fn region_id(r: usize) -> RegionId {
