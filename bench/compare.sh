@@ -20,6 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release -q
+binary=${CARGO_TARGET_DIR:-target}/release/geobridge
 
 work=$(mktemp -d /tmp/geobridge-bench.XXXXXX)
 pids=()
@@ -56,14 +57,24 @@ CONF
 start_ns=$(date +%s%N)
 GEOBRIDGE_LISTEN=127.0.0.1:$gb_port GEOBRIDGE_STATE_DIR="$work/state" GEOBRIDGE_JITSI_AUTH=none \
   GEOBRIDGE_GEO_DATABASE="$db" RUST_LOG=warn \
-  taskset -c 0 target/release/geobridge serve 2>"$work/geobridge.log" &
+  taskset -c 0 "$binary" serve 2>"$work/geobridge.log" &
 gb_pid=$!; pids+=("$gb_pid")
-until curl -sf "http://127.0.0.1:$gb_port/readyz" >/dev/null 2>&1; do sleep 0.005; done
+# Waits for `url` while process `pid` lives, at most 60 s; on failure shows `log`.
+wait_for() { # url pid log
+  local deadline=$(( $(date +%s) + 60 ))
+  until curl -sf "$1" >/dev/null 2>&1; do
+    if ! kill -0 "$2" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "compare.sh: $1 never answered; log:" >&2; cat "$3" >&2; exit 1
+    fi
+    sleep 0.005
+  done
+}
+wait_for "http://127.0.0.1:$gb_port/readyz" "$gb_pid" "$work/geobridge.log"
 ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=("$!")
-until curl -sf "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" >/dev/null; do sleep 0.05; done
+wait_for "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" "$!" "$work/nginx-error.log"
 nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
 echo "nginx answer:     $(curl -s "http://127.0.0.1:$nginx_port/v1/regions/select?ip=81.2.69.142")"

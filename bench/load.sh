@@ -9,7 +9,7 @@ cargo build --release -q
 work=$(mktemp -d)
 log="$work/geobridge.log"
 GEOBRIDGE_LISTEN=127.0.0.1:0 GEOBRIDGE_STATE_DIR="$work/state" \
-  target/release/geobridge serve 2>"$log" &
+  "${CARGO_TARGET_DIR:-target}"/release/geobridge serve 2>"$log" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 600); do

@@ -44,7 +44,7 @@ GEOBRIDGE_LISTEN=127.0.0.1:0 GEOBRIDGE_STATE_DIR="$work/state" \
   GEOBRIDGE_GEO_DATABASE="$PWD/data/geobridge-city.mmdb" \
   GEOBRIDGE_LOBBY_CREDENTIALS="$lobby" GEOBRIDGE_ADMIN_CREDENTIALS="$admin" \
   GEOBRIDGE_PROBE_INTERVAL_MS=1000 GEOBRIDGE_PROBE_TIMEOUT_MS=500 RUST_LOG=info \
-  target/release/geobridge --config "$config" serve 2>"$work/geobridge.log" &
+  "${CARGO_TARGET_DIR:-target}"/release/geobridge --config "$config" serve 2>"$work/geobridge.log" &
 server=$!
 pids+=("$server")
 base=""

@@ -37,7 +37,7 @@ inside() {
     GEOBRIDGE_GEO_DATABASE="$PWD/data/geobridge-city.mmdb" \
     GEOBRIDGE_LOBBY_CREDENTIALS="$lobby" GEOBRIDGE_ADMIN_CREDENTIALS="$admin" \
     GEOBRIDGE_PROBE_INTERVAL_MS=1000 GEOBRIDGE_PROBE_TIMEOUT_MS=500 RUST_LOG=info \
-    target/release/geobridge serve 2>"$work/geobridge.log" &
+    "${CARGO_TARGET_DIR:-target}"/release/geobridge serve 2>"$work/geobridge.log" &
   server=$!
   for _ in $(seq 1 600); do
     base=$(grep -o 'listening on http://[0-9.:]*' "$work/geobridge.log" | cut -d' ' -f3 || true)

@@ -1227,11 +1227,13 @@ async fn not_found() -> ApiError {
     )
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    let message =
+        format!("this route does not take {method}; the Allow header lists the methods it takes");
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "method not allowed here",
+        message,
     )
 }
 
