@@ -3,8 +3,8 @@
 # to the same example regions, on the same database, under the same wrk load: a random
 # public IPv4 address per request. Each server is pinned to core 0, wrk to core 1.
 # Runs A B A B A B (10 s each by default) and prints requests/s, p50/p99 latency, CPU per
-# request (user and kernel, from /proc), the ratios, geobridge's resident memory after the
-# load and its time from start to /readyz = 200.
+# request (user and kernel, from /proc), how busy wrk kept its own core, the ratios,
+# geobridge's resident memory after the load and its time from start to /readyz = 200.
 # Usage: bench/compare.sh [seconds per run] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release -q
+# Write the build's output to disk now: otherwise the first fsync of geobridge's state
+# database waits for it, and start-up would measure the compiler's writes.
+sync
 binary=${CARGO_TARGET_DIR:-target}/release/geobridge
 
 work=$(mktemp -d /tmp/geobridge-bench.XXXXXX)
@@ -84,16 +87,28 @@ cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system clock 
 run() { # name port pid
   local before after line
   before=$(cpu_ticks "$3")
-  line=$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" -s bench/random_ip.lua \
-    "http://127.0.0.1:$2" | grep '^RESULT' | sed "s/^RESULT/$1/")
+  # wrk runs under python so that its own CPU time (getrusage) is known too.
+  line=$(python3 -c "
+import resource, subprocess, sys
+out = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=True).stdout
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(next(l for l in out.splitlines() if l.startswith('RESULT')),
+      f'client_cpu_ms={(used.ru_utime + used.ru_stime) * 1000:.0f}')
+" taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" -s bench/random_ip.lua \
+    "http://127.0.0.1:$2" | sed "s/^RESULT/$1/")
   after=$(cpu_ticks "$3")
-  # CPU nanoseconds per request, user and kernel, over the whole run.
+  # CPU nanoseconds per request, user and kernel, over the whole run; the share of its
+  # core that wrk used (near 100 %: the client, not the server, set the pace).
   echo "$line $(python3 -c "
 import sys
 (u0, s0), (u1, s1) = [map(int, x.split()) for x in sys.argv[1:3]]
-n = int(sys.argv[3].split('rps=')[1].split()[0]) * int(sys.argv[4])
+line, seconds = sys.argv[3], int(sys.argv[4])
+n = int(line.split('rps=')[1].split()[0]) * seconds
 tick = 1e9 / int(sys.argv[5])
-print(f'user_ns={(u1 - u0) * tick / n:.0f} kernel_ns={(s1 - s0) * tick / n:.0f}')
+client = int(line.split('client_cpu_ms=')[1].split()[0]) / 10 / seconds
+print(f'user_ns={(u1 - u0) * tick / n:.0f} kernel_ns={(s1 - s0) * tick / n:.0f}',
+      f'server_busy_pct={((u1 - u0) + (s1 - s0)) * tick / 1e7 / seconds:.0f}',
+      f'client_busy_pct={client:.0f}')
 " "$before" "$after" "$line" "$seconds" "$(getconf CLK_TCK)")"
 }
 # Warm both up before measuring.
@@ -108,5 +123,5 @@ printf '%s\n' "${results[@]}"
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$gb_pid/status")
 
 printf '%s\n' "${results[@]}" | python3 bench/summarize.py
-echo "geobridge resident memory after load: $((rss_kb / 1024)) MB (target < 64 MB)"
+echo "geobridge resident memory after load: $((rss_kb / 1024)) MiB (target < 64 MiB)"
 echo "geobridge start to /readyz 200: ${ready_ms} ms (target < 300 ms)"

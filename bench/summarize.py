@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Reads `NAME rps=.. p50_us=.. p99_us=.. errors=.. non2xx=.. user_ns=.. kernel_ns=..` lines
-(one per wrk run) and prints the median of each figure per server and the geobridge/nginx
-ratios."""
+"""Reads `NAME rps=.. p50_us=.. p99_us=.. errors=.. non2xx=.. user_ns=.. kernel_ns=..
+server_busy_pct=.. client_busy_pct=..` lines (one per wrk run; `client_cpu_ms` is ignored)
+and prints the median of each figure per server and the geobridge/nginx ratios."""
 
 import statistics
 import sys
@@ -9,13 +9,19 @@ import sys
 runs = {}
 for line in sys.stdin:
     name, *fields = line.split()
-    runs.setdefault(name, []).append({k: int(v) for k, v in (f.split("=") for f in fields)})
+    figures = {k: int(v) for k, v in (f.split("=") for f in fields)}
+    figures.pop("client_cpu_ms", None)
+    runs.setdefault(name, []).append(figures)
 median = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
 for name, m in median.items():
     print(f"{name:10} median of {len(runs[name])}: {m['rps']:>8.0f} req/s  "
           f"p50 {m['p50_us']:>6.0f} us  p99 {m['p99_us']:>6.0f} us  "
           f"errors {m['errors']:.0f}  non-2xx {m['non2xx']:.0f}  "
-          f"CPU/request user {m['user_ns'] / 1000:.2f} us kernel {m['kernel_ns'] / 1000:.2f} us")
+          f"CPU/request user {m['user_ns'] / 1000:.2f} us kernel {m['kernel_ns'] / 1000:.2f} us  "
+          f"busy: server {m['server_busy_pct']:.0f} % client {m['client_busy_pct']:.0f} %")
 g, n = median["geobridge"], median["nginx"]
 print(f"ratio geobridge/nginx: req/s {g['rps'] / n['rps']:.2f} (target >= 1.0), "
       f"p99 {g['p99_us'] / n['p99_us']:.2f} (target <= 1.5)")
+if max(g["client_busy_pct"], n["client_busy_pct"]) >= 95:
+    print("note: wrk kept its core >= 95 % busy: the client, not only the server, set the "
+          "pace of these runs")
