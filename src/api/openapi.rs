@@ -23,7 +23,8 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::super::{Access, Need, ROUTES, Role, UNLIMITED, Verb};
+    use super::super::limits::UNLIMITED;
+    use super::super::{Access, Need, ROUTES, Role, Verb};
     use super::DOCUMENT;
 
     const METHODS: [&str; 8] = [
