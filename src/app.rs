@@ -154,7 +154,7 @@ async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Rec
 /// database is created): for `check-config`.
 pub fn check(settings: &Settings) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(error) = Database::open(&settings.geo.database) {
+    if let Err(error) = Database::open_verified(&settings.geo.database) {
         problems.push(error.to_string());
     }
     if settings.jitsi.auth == Auth::Rs256 {
@@ -261,6 +261,7 @@ pub async fn serve(settings: Settings, state: Arc<AppState>) -> anyhow::Result<(
     let reloading = tokio::spawn(reloading.instrument(span));
     let span = tracing::info_span!("observe");
     let observing = tokio::spawn(observe::follow(state.clone(), stopped).instrument(span));
+    tokio::spawn(verify_geo(state.clone()));
     let server = &settings.server;
     let limits = http::Limits {
         header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
@@ -357,6 +358,26 @@ fn next_signer(settings: &Settings, current: &Signer) -> Result<Signer, Problems
     Ok(signer)
 }
 
+/// Walks the whole GeoIP database in service once, after start-up (a full check would take
+/// longer than start-up may). A damaged file keeps serving, its unreadable records as
+/// unknown places, and says so in the log and in `geo_database_damaged` until a good file
+/// replaces it.
+async fn verify_geo(state: Arc<AppState>) {
+    let database = state.geo.current();
+    let checking = database.clone();
+    let checked = tokio::task::spawn_blocking(move || checking.verify()).await;
+    // A file swapped in meanwhile was checked fully before it was.
+    let in_service = Arc::ptr_eq(&database, &state.geo.current());
+    if let (Ok(Err(error)), true) = (checked, in_service) {
+        state.metrics.geo_damaged.set(1);
+        tracing::error!(
+            %error,
+            "GeoIP database in service is damaged: some addresses will have no location; \
+             replace the file (a new one is read when it changes)"
+        );
+    }
+}
+
 /// Opens and fully verifies the GeoIP file, then swaps it in; a bad file is refused and the
 /// database in service stays.
 pub async fn reload_geo(state: &AppState) -> bool {
@@ -384,6 +405,7 @@ pub async fn reload_geo(state: &AppState) -> bool {
                 .geo_build_time
                 .set(i64::try_from(info.build_epoch).unwrap_or(0));
             state.geo.replace(database);
+            state.metrics.geo_damaged.set(0);
             reloads.with_label_values(&["loaded"]).inc();
             let (path, build_epoch) = (info.path.display(), info.build_epoch);
             tracing::info!(%path, build_epoch, "GeoIP database reloaded");

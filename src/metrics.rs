@@ -41,6 +41,8 @@ pub struct Metrics {
     pub geo_build_time: IntGauge,
     /// GeoIP database reloads by outcome.
     pub geo_reloads: IntCounterVec,
+    /// 1 while the GeoIP database in service failed its full check at start-up.
+    pub geo_damaged: IntGauge,
     /// Requests refused because too many were in flight.
     pub overloaded: prometheus::IntCounter,
     /// Requests being served now (health and metrics routes not counted).
@@ -137,6 +139,10 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            geo_damaged: IntGauge::with_opts(opts(
+                "geo_database_damaged",
+                "1 while the GeoIP database in service failed its full check at start-up.",
+            ))?,
             overloaded: prometheus::IntCounter::with_opts(opts(
                 "requests_rejected_overload_total",
                 "Requests answered 503 because too many were in flight.",
@@ -267,6 +273,7 @@ impl Metrics {
         r.register(Box::new(self.geo_build_time.clone()))?;
         r.register(Box::new(self.tokens.clone()))?;
         r.register(Box::new(self.geo_reloads.clone()))?;
+        r.register(Box::new(self.geo_damaged.clone()))?;
         r.register(Box::new(self.overloaded.clone()))?;
         r.register(Box::new(self.in_flight.clone()))?;
         r.register(Box::new(self.bridge_up.clone()))?;

@@ -381,9 +381,10 @@ fn judge(survey: &Survey, entries: &mut [Considered], chosen: usize, best: Tier,
 /// Positions of `len` regions, nearest first by `km` when located (ties by catalog
 /// position), else in catalog order.
 ///
-/// Regions are dealt into buckets of distance, then an insertion sort puts each bucket in
-/// order: about linear for regions spread over the globe, and without the mispredicted
-/// branches of a comparison sort, which would otherwise be a quarter of a request.
+/// Up to 32 regions are insertion-sorted directly. More are first dealt into buckets of
+/// distance, then an insertion sort puts each bucket in order: about linear for regions
+/// spread over the globe, and without the mispredicted branches of a comparison sort, which
+/// would otherwise be a quarter of a request.
 fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
     const BUCKETS: usize = 256;
     const HALF_CIRCUMFERENCE_KM: f64 = 20_016.0;
@@ -391,6 +392,13 @@ fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
     let Some(km) = km else {
         return (0..count).collect();
     };
+    let before = |a: u32, b: u32| km[a as usize].total_cmp(&km[b as usize]).then(a.cmp(&b));
+    if len <= 32 {
+        // A few regions: sorting them directly beats clearing and summing the buckets.
+        let mut order: Vec<u32> = (0..count).collect();
+        insertion_sort(&mut order, before);
+        return order;
+    }
     // Computed twice rather than kept: cheaper than a vector per request.
     let bucket = |d: f64| (d * (BUCKETS as f64 / HALF_CIRCUMFERENCE_KM)).min(255.0) as usize;
     let mut starts = [0u32; BUCKETS + 1];
@@ -406,7 +414,12 @@ fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
         order[*slot as usize] = i;
         *slot += 1;
     }
-    let before = |a: u32, b: u32| km[a as usize].total_cmp(&km[b as usize]).then(a.cmp(&b));
+    insertion_sort(&mut order, before);
+    order
+}
+
+/// Sorts `order` by `before`; near-linear when it is almost in order already.
+fn insertion_sort(order: &mut [u32], before: impl Fn(u32, u32) -> std::cmp::Ordering) {
     for i in 1..order.len() {
         let mut j = i;
         while j > 0 && before(order[j], order[j - 1]).is_lt() {
@@ -414,5 +427,4 @@ fn nearest_first(km: Option<&[f64]>, len: usize) -> Vec<u32> {
             j -= 1;
         }
     }
-    order
 }

@@ -11,6 +11,7 @@
 
 use std::alloc::{self, Layout};
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Alignment and size of a transparent huge page on x86-64 and arm64.
@@ -36,8 +37,18 @@ unsafe impl Sync for Allocation {}
 impl Buffer {
     /// Reads the whole file at `path`.
     pub fn read(path: &Path) -> io::Result<Buffer> {
-        let mut file = std::fs::File::open(path)?;
-        let len = usize::try_from(file.metadata()?.len())
+        // Opened without waiting (a named pipe would wait for a writer; a regular file
+        // ignores the flag), then refused unless regular: a pipe or device would be read
+        // until its writer stops, if ever.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let len = usize::try_from(metadata.len())
             .map_err(|_| io::Error::other("file does not fit in memory"))?;
         let allocation = Allocation::new(len)?;
         // SAFETY: the allocation holds `len` bytes and nothing else refers to it yet;

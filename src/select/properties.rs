@@ -164,6 +164,17 @@ proptest! {
         }
     }
 
+    /// Regions are ordered nearest first, ties by catalog position, for a handful of them
+    /// (sorted directly) and for hundreds (dealt into buckets first) alike.
+    #[test]
+    fn regions_come_nearest_first(
+        kms in prop::collection::vec(prop_oneof![0.0..20_100.0f64, Just(900.0)], 0..300)
+    ) {
+        let mut expected: Vec<u32> = (0..kms.len() as u32).collect();
+        expected.sort_by(|&a, &b| kms[a as usize].total_cmp(&kms[b as usize]).then(a.cmp(&b)));
+        prop_assert_eq!(nearest_first(Some(&kms), kms.len()), expected);
+    }
+
     /// The region picked is the nearest eligible one after bias.
     #[test]
     fn picks_nearest_eligible_after_bias(world in world()) {

@@ -121,6 +121,57 @@ fn bad_geo_database_is_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt.mmdb"));
 }
 
+/// A GeoIP file that opens but is damaged inside is found by check-config's full check.
+#[test]
+fn check_config_walks_the_whole_geo_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let damaged = dir.path().join("damaged.mmdb");
+    crate::helpers::damaged_database(&damaged);
+    let out = command()
+        .env("GEOBRIDGE_GEO_DATABASE", &damaged)
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged.mmdb"));
+}
+
+/// A named pipe given as the GeoIP file is refused at once instead of read forever.
+#[test]
+fn geo_database_must_be_a_regular_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pipe = dir.path().join("pipe.mmdb");
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+    assert!(made.expect("mkfifo runs").success());
+    let mut child = command()
+        .env("GEOBRIDGE_GEO_DATABASE", &pipe)
+        .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill");
+            panic!("serve still waiting on a named pipe after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(64));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("pipe.mmdb") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}
+
 /// check-config finds what serve would refuse: limits out of range, a missing key file, an
 /// empty credential file, an unknown database scheme; all at once, exit 64.
 #[test]

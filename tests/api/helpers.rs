@@ -22,6 +22,20 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// A copy of the shipped GeoIP database at `path` with 4 MiB of its search tree overwritten
+/// by pseudo-random bytes: it still opens, but a full check finds the damage.
+pub fn damaged_database(path: &Path) {
+    let mut bytes = std::fs::read(repo_path("data/geobridge-city.mmdb")).expect("shipped");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for byte in &mut bytes[10 << 20..14 << 20] {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    std::fs::write(path, bytes).expect("write damaged copy");
+}
+
 /// A stats fixture from `tests/fixtures/jvb`.
 pub fn fixture(name: &str) -> String {
     let path = repo_path(&format!("tests/fixtures/jvb/{name}"));

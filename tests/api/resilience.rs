@@ -298,6 +298,30 @@ async fn slow_and_huge_heads_are_cut_off() {
     );
 }
 
+/// A GeoIP file damaged inside is served (its unreadable records as unknown places) and
+/// reported: an error in the log and `geo_database_damaged` at 1 soon after start-up.
+#[tokio::test]
+async fn damaged_geo_database_is_reported_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("damaged.mmdb");
+    crate::helpers::damaged_database(&path);
+    let app =
+        spawn_app(Options::default().env("GEOBRIDGE_GEO_DATABASE", path.to_str().expect("utf-8")))
+            .await;
+    app.wait_until(30, "damage reported", || async {
+        app.get("/metrics")
+            .await
+            .text
+            .contains("geobridge_geo_database_damaged 1")
+    })
+    .await;
+    app.wait_until(10, "damage logged", || async {
+        app.log.lock().expect("log").contains("is damaged")
+    })
+    .await;
+    assert_eq!(app.select("81.2.69.142").await.status, 200);
+}
+
 /// A replacement that parses but places addresses nothing like the database in service (a
 /// damaged file, or the wrong data) is refused; the shipped data keeps serving.
 #[tokio::test]
