@@ -62,6 +62,9 @@ pub async fn prepare(settings: &Settings) -> Result<Arc<AppState>, Problems> {
     let (Ok(geo), Ok(signer), Ok(metrics), Ok(credentials), Ok(store)) =
         (geo, signer, metrics, credentials, store)
     else {
+        // The signing key and the store both live in the state dir: one problem, once.
+        let mut seen = std::collections::HashSet::new();
+        problems.retain(|problem| seen.insert(problem.clone()));
         return Err(Problems(problems));
     };
     let build = i64::try_from(geo.info().build_epoch).unwrap_or(0);
@@ -169,6 +172,7 @@ pub fn check(settings: &Settings) -> Vec<String> {
     if let Err(found) = Credentials::load(&settings.server) {
         problems.extend(found);
     }
+    problems.extend(state_dir_problem(&settings.server.state_dir));
     if let Some(url) = &settings.store.url {
         let url = url.expose();
         let known = ["sqlite:", "postgres:", "postgresql:"];
@@ -177,6 +181,25 @@ pub fn check(settings: &Settings) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Why `dir` could not be used as the state dir, found without creating anything: the
+/// nearest part of it that exists must be a directory.
+fn state_dir_problem(dir: &Path) -> Option<String> {
+    let mut part = dir;
+    loop {
+        match std::fs::metadata(part) {
+            Ok(found) if found.is_dir() => return None,
+            Ok(_) => {
+                let (dir, part) = (dir.display(), part.display());
+                return Some(format!("state dir '{dir}': '{part}' is not a directory"));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                part = part.parent().filter(|p| !p.as_os_str().is_empty())?;
+            }
+            Err(error) => return Some(format!("state dir '{}': {error}", dir.display())),
+        }
+    }
 }
 
 /// The signer the settings ask for; generates the RS256 key on first start when none is set.

@@ -560,7 +560,7 @@ impl Settings {
             .map_err(|e| Problems(vec![format!("config file {source}: {e}")]))?;
         let mut problems = Vec::new();
         apply_env(&mut table, env, &mut problems);
-        let settings = from_table(source, table, &mut problems);
+        let settings = from_table(source, table, env, &mut problems);
         match settings {
             Some(mut settings) if problems.is_empty() => {
                 settings.origin = Origin {
@@ -653,10 +653,12 @@ fn number(text: &str) -> Option<toml::Value> {
         .map(toml::Value::Float)
 }
 
-/// Deserialises one section (an empty one when absent), recording its error by name.
+/// Deserialises one section (an empty one when absent), recording its error by the setting
+/// and, when an environment variable set it, by that variable too.
 fn section<T: DeserializeOwned>(
     table: &mut toml::Table,
     name: &str,
+    env: &HashMap<String, String>,
     problems: &mut Vec<String>,
 ) -> Option<T> {
     let empty = if matches!(name, "regions" | "bridges" | "shards") {
@@ -667,28 +669,58 @@ fn section<T: DeserializeOwned>(
     match table.remove(name).unwrap_or(empty).try_into() {
         Ok(parsed) => Some(parsed),
         Err(e) => {
-            problems.push(format!("[{name}]: {}", e.to_string().trim()));
+            problems.push(section_problem(name, &e.to_string(), env));
             None
         }
+    }
+}
+
+/// `server.listen: invalid socket address syntax (from GEOBRIDGE_LISTEN='x')` from the
+/// deserialiser's `invalid socket address syntax\nin `listen``, on one line.
+fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> String {
+    let error = error.trim();
+    let Some((what, key)) = error
+        .rsplit_once("\nin `")
+        .and_then(|(what, key)| Some((what, key.strip_suffix('`')?)))
+    else {
+        return format!("[{name}]: {}", error.replace('\n', " "));
+    };
+    let setting = format!("{name}.{key}");
+    let what = what.replace('\n', " ");
+    let Some(&(variable, _, _)) = ENV
+        .iter()
+        .find(|(v, path, _)| *path == setting && env.contains_key(*v))
+    else {
+        return format!("{setting}: {what}");
+    };
+    // Credentials, secrets and database URLs are named, never shown.
+    let secret = ["CREDENTIALS", "SECRET", "DATABASE_URL"]
+        .iter()
+        .any(|part| variable.contains(part));
+    match env.get(variable) {
+        Some(value) if !secret => format!("{setting}: {what} (from {variable}='{value}')"),
+        _ => format!("{setting}: {what} (from {variable})"),
     }
 }
 
 fn from_table(
     source: String,
     mut table: toml::Table,
+    env: &HashMap<String, String>,
     problems: &mut Vec<String>,
 ) -> Option<Settings> {
-    let server: Option<Server> = section(&mut table, "server", problems);
-    let geo: Option<Geo> = section(&mut table, "geo", problems);
-    let jitsi: Option<Jitsi> = section(&mut table, "jitsi", problems);
-    let probe: Option<probe::Config> = section(&mut table, "probe", problems);
-    let select: Option<SelectSection> = section(&mut table, "select", problems);
-    let pins: Option<Pins> = section(&mut table, "pins", problems);
-    let regions: Option<Vec<Region>> = section(&mut table, "regions", problems);
-    let bridges: Option<Vec<Bridge>> = section(&mut table, "bridges", problems);
-    let shards: Option<Vec<Shard>> = section(&mut table, "shards", problems);
-    let store: Option<Store> = section(&mut table, "store", problems);
-    let rooms: Option<Rooms> = section(&mut table, "rooms", problems);
+    let table = &mut table;
+    let server: Option<Server> = section(table, "server", env, problems);
+    let geo: Option<Geo> = section(table, "geo", env, problems);
+    let jitsi: Option<Jitsi> = section(table, "jitsi", env, problems);
+    let probe: Option<probe::Config> = section(table, "probe", env, problems);
+    let select: Option<SelectSection> = section(table, "select", env, problems);
+    let pins: Option<Pins> = section(table, "pins", env, problems);
+    let regions: Option<Vec<Region>> = section(table, "regions", env, problems);
+    let bridges: Option<Vec<Bridge>> = section(table, "bridges", env, problems);
+    let shards: Option<Vec<Shard>> = section(table, "shards", env, problems);
+    let store: Option<Store> = section(table, "store", env, problems);
+    let rooms: Option<Rooms> = section(table, "rooms", env, problems);
     for unknown in table.keys() {
         problems.push(format!("[{unknown}]: unknown section"));
     }
@@ -1087,6 +1119,26 @@ mod tests {
         assert_eq!(s.jitsi.url, "https://meet.test");
         assert_eq!(s.jitsi.key_file, Some(PathBuf::from("/k.pem")));
         assert_eq!(s.probe.rise, 5);
+    }
+
+    /// A value the deserialiser refuses is named by its setting and by the variable that
+    /// set it, with the value, on one line; a secret's value is never shown.
+    #[test]
+    fn refused_values_name_their_variable() {
+        let e = env(&[("GEOBRIDGE_LISTEN", "not-an-addr")]);
+        let problems = Settings::load(None, &e).expect_err("refused").0;
+        assert_eq!(
+            problems,
+            ["server.listen: invalid socket address syntax (from GEOBRIDGE_LISTEN='not-an-addr')"]
+        );
+        let e = env(&[("GEOBRIDGE_DATABASE_URL", "postgres://u:hunter2@db")]);
+        let problem = section_problem("store", "bad value\nin `url`", &e);
+        assert_eq!(
+            problem,
+            "store.url: bad value (from GEOBRIDGE_DATABASE_URL)"
+        );
+        let problem = section_problem("probe", "missing field\nsomewhere", &HashMap::new());
+        assert_eq!(problem, "[probe]: missing field somewhere");
     }
 
     /// Several problems are reported together, each naming its setting.

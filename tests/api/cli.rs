@@ -136,6 +136,47 @@ fn check_config_walks_the_whole_geo_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged.mmdb"));
 }
 
+/// check-config finds a state dir that cannot be one, and names a refused listen address
+/// by its variable and value; serve says each problem once.
+#[test]
+fn unusable_state_dir_and_listen_address_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let out = command()
+        .env("GEOBRIDGE_STATE_DIR", file.join("state"))
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("state dir"), "{stderr}");
+    let out = command()
+        .env("GEOBRIDGE_STATE_DIR", file.join("state"))
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("state dir").count(), 1, "{stderr}");
+    let out = command()
+        .env("GEOBRIDGE_LISTEN", "not-an-addr")
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.listen: invalid socket address syntax"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GEOBRIDGE_LISTEN='not-an-addr'"),
+        "{stderr}"
+    );
+}
+
 /// A named pipe given as the GeoIP file is refused at once instead of read forever.
 #[test]
 fn geo_database_must_be_a_regular_file() {
