@@ -14,7 +14,8 @@ use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
 use prometheus::{Histogram, IntCounter};
 
-use super::{ApiError, AppState, Counted, Need, Role, json};
+pub(crate) use super::ApiError;
+use super::{AppState, Counted, Need, Role, json};
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::select::Decision;
@@ -94,7 +95,7 @@ fn admitted(state: &AppState, authorization: Option<&[u8]>) -> bool {
 
 /// The error envelope, as `ApiError` answers it through the router (errors are rare
 /// here: serde is fast enough).
-fn write_error(out: &mut Vec<u8>, error: &ApiError) {
+pub(crate) fn write_error(out: &mut Vec<u8>, error: &ApiError) {
     // Writing a serialisable struct into a Vec cannot fail.
     let _ = serde_json::to_writer(out, &error.body());
 }

@@ -57,6 +57,9 @@ pub enum Step {
     HandOver,
     /// More requests are waiting, but the answers so far should be sent first.
     Full,
+    /// The bytes are not an HTTP/1.1 request: a 400 saying so was written and the
+    /// connection ends after it.
+    Refused,
 }
 
 impl Connection {
@@ -97,6 +100,9 @@ impl Connection {
                     Ok(Err(_)) | Err(_) => return,
                 }
             }
+            if step == Step::Refused {
+                return linger(stream, limits).await;
+            }
             // At shutdown the answers made are sent and the connection ends; requests
             // pipelined after them are left for the client to send elsewhere.
             if *self.stop.borrow() {
@@ -125,7 +131,7 @@ impl Connection {
             let read = tokio::select! {
                 biased;
                 read = stream.read(&mut input[filled..]) => read,
-                () = &mut timer => return,
+                () = &mut timer => return time_out(stream, filled, limits).await,
                 () = &mut stopped => return,
             };
             match read {
@@ -138,6 +144,38 @@ impl Connection {
             }
         }
     }
+}
+
+/// Ends a connection whose head stopped arriving: a 408 when part of one came, so the
+/// client learns why; silently when it sent nothing since its last answer.
+async fn time_out(mut stream: TcpStream, received: usize, limits: Limits) {
+    if received == 0 {
+        return;
+    }
+    let waited = limits.header_read_timeout.as_millis();
+    let message = format!(
+        "the request head did not arrive within {waited} ms (server.header_read_timeout_ms); \
+         send it whole"
+    );
+    let error = fast::ApiError::new(StatusCode::REQUEST_TIMEOUT, "header_timeout", message);
+    let mut out = Outgoing::default();
+    refusal(&mut out, &error);
+    let write = stream.write_all(out.as_slice());
+    if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, write).await {
+        linger(stream, limits).await;
+    }
+}
+
+/// Closes after an error answer without losing it: the sending side is shut, then what the
+/// client still sends is read and dropped (for at most the head timeout), since closing
+/// with unread bytes would reset the connection and could discard the answer in flight.
+async fn linger(mut stream: TcpStream, limits: Limits) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async { while let Ok(1..) = stream.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(limits.header_read_timeout, drain).await;
 }
 
 /// Answers every plain request at the start of `input` and sends the answers: the bytes
@@ -182,7 +220,7 @@ thread_local! {
 
 /// Room before each answer's body for its head, which is at most 155 bytes: the status
 /// line with the longest reason phrase (31), the content type, a 20-digit length and the
-/// date.
+/// date; 174 with `connection: close`.
 const HEAD_ROOM: usize = 192;
 
 /// Answers waiting for one write. Each body is written after [`HEAD_ROOM`] bytes and its
@@ -219,7 +257,18 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
     let used = match request.parse(input) {
         Ok(httparse::Status::Complete(used)) => used,
         Ok(httparse::Status::Partial) => return Step::NeedMore,
-        Err(_) => return Step::HandOver,
+        // More headers than this loop reads, and HTTP/2 with prior knowledge, are hyper's.
+        Err(httparse::Error::TooManyHeaders) => return Step::HandOver,
+        Err(_) if input.starts_with(b"PRI ") => return Step::HandOver,
+        Err(error) => {
+            let message = format!(
+                "the request is not valid HTTP/1.1 ({error}); send a request line such as \
+                 'GET /v1/regions/select?ip=203.0.113.7 HTTP/1.1' and valid headers"
+            );
+            let error = fast::ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message);
+            refusal(out, &error);
+            return Step::Refused;
+        }
     };
     let Some(head) = plain_head(&request) else {
         return Step::HandOver;
@@ -231,15 +280,29 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
         return Step::HandOver;
     };
     let (head, n) = response_head(status, out.bytes.len() - start - HEAD_ROOM);
-    let head_at = start + HEAD_ROOM - n;
-    out.bytes[head_at..start + HEAD_ROOM].copy_from_slice(&head[..n]);
+    place_head(out, start, &head[..n]);
+    Step::Answered(used)
+}
+
+/// Puts `head` just before the body written after [`HEAD_ROOM`] bytes at `start`.
+fn place_head(out: &mut Outgoing, start: usize, head: &[u8]) {
+    let head_at = start + HEAD_ROOM - head.len();
+    out.bytes[head_at..start + HEAD_ROOM].copy_from_slice(head);
     if start == 0 {
         out.front = head_at;
     } else {
         out.bytes.copy_within(head_at.., start);
         out.bytes.truncate(out.bytes.len() - (head_at - start));
     }
-    Step::Answered(used)
+}
+
+/// Appends `error`'s answer, with `connection: close`, after the answers already in `out`.
+fn refusal(out: &mut Outgoing, error: &fast::ApiError) {
+    let start = out.bytes.len();
+    out.bytes.resize(start + HEAD_ROOM, 0);
+    fast::write_error(&mut out.bytes, error);
+    let (head, n) = closing_head(error.status(), out.bytes.len() - start - HEAD_ROOM);
+    place_head(out, start, &head[..n]);
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
@@ -283,6 +346,16 @@ fn plain_head<'a>(request: &httparse::Request<'_, 'a>) -> Option<fast::Head<'a>>
         authorization,
         has_body: false,
     })
+}
+
+/// [`response_head`] for an answer after which the connection closes.
+fn closing_head(status: StatusCode, length: usize) -> ([u8; HEAD_ROOM], usize) {
+    const CLOSE: &[u8] = b"connection: close\r\n\r\n";
+    let (mut head, n) = response_head(status, length);
+    // Replaces the blank line ending the head; fits by the bound in its documentation.
+    let at = n - 2;
+    head[at..at + CLOSE.len()].copy_from_slice(CLOSE);
+    (head, at + CLOSE.len())
 }
 
 /// The head of a JSON answer of `length` bytes, and its length.
@@ -483,6 +556,9 @@ mod tests {
             let (head, n) = response_head(status, usize::MAX);
             assert!(n <= 155, "{code}: {n} bytes");
             assert!(head[..n].ends_with(b"\r\n\r\n"));
+            let (head, n) = closing_head(status, usize::MAX);
+            assert!(n <= HEAD_ROOM, "{code}: {n} bytes");
+            assert!(head[..n].ends_with(b"\r\nconnection: close\r\n\r\n"));
         }
     }
 }

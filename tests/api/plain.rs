@@ -414,6 +414,45 @@ async fn stalled_heads_are_cut_off() {
     assert_eq!(wire.ending().await, b"", "an idle connection is closed");
 }
 
+/// Bytes that are not HTTP/1.1 get a 400 JSON error naming what to send, after the
+/// answers to the requests before them, and the connection closes; the server serves on.
+#[tokio::test]
+async fn malformed_requests_get_a_json_400() {
+    let app = spawn_app(Options::default()).await;
+    for bad in [
+        "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.2\r\nHost: x\r\n\r\n",
+        "junk line\r\n\r\n",
+        "GET /v1/reg\u{1}ions HTTP/1.1\r\n\r\n",
+        "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.1\r\nbad header\r\n\r\n",
+    ] {
+        let mut wire = Wire::open(&app).await;
+        wire.send(select("8.8.8.8") + bad).await;
+        assert_selected(&wire.reply().await, "us-west");
+        let refused = wire.reply().await;
+        assert_eq!(refused.status, 400, "{bad:?}: {}", refused.text());
+        assert_eq!(refused.json()["error"]["code"], "malformed_request");
+        assert_eq!(refused.header("connection"), Some("close"));
+        assert_eq!(wire.ending().await, b"", "{bad:?}: closed after the 400");
+    }
+    let mut wire = Wire::open(&app).await;
+    wire.send(select("8.8.8.8")).await;
+    assert_selected(&wire.reply().await, "us-west");
+}
+
+/// Part of a head and then nothing: a 408 JSON error once the head timeout passes.
+#[tokio::test]
+async fn stalled_heads_get_a_json_408() {
+    let options = Options::default().env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300");
+    let app = spawn_app(options).await;
+    let mut wire = Wire::open(&app).await;
+    wire.send("GET /v1/regions/select?ip=8.8.8.8 HTTP/1.1\r\nHo")
+        .await;
+    let timed_out = wire.reply().await;
+    assert_eq!(timed_out.status, 408, "{}", timed_out.text());
+    assert_eq!(timed_out.json()["error"]["code"], "header_timeout");
+    assert_eq!(wire.ending().await, b"");
+}
+
 /// Nothing, or a 408, before the close.
 fn assert_cut_off(ending: &[u8]) {
     let text = String::from_utf8_lossy(ending);
