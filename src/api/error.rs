@@ -21,16 +21,26 @@ pub struct ApiError {
     message: String,
 }
 
+/// Longest message an answer carries. Messages quote what the client sent (a parameter, a
+/// name, a value); a client sending kilobytes of it gets the start back, not all of it
+/// (twice, when the deserialiser names it twice).
+const MESSAGE_CHARS: usize = 400;
+
 impl ApiError {
     pub(crate) fn new(
         status: StatusCode,
         code: &'static str,
         message: impl Into<String>,
     ) -> ApiError {
+        let mut message = message.into();
+        if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS) {
+            message.truncate(cut);
+            message.push_str("… (cut)");
+        }
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 

@@ -130,6 +130,19 @@ async fn bad_queries_and_routes() {
     );
 }
 
+/// An error quoting kilobytes of what the client sent quotes only their start.
+#[tokio::test]
+async fn long_quoted_input_is_cut() {
+    let app = spawn_app(Options::default()).await;
+    let name = "x".repeat(10_000);
+    let answer = app
+        .get(&format!("/v1/regions/select?ip=1.1.1.1&{name}=1"))
+        .await;
+    assert_error(&answer, 400, "invalid_query", "xxxx");
+    assert!(answer.text.len() < 1_000, "{} bytes", answer.text.len());
+    assert!(answer.text.contains("(cut)"), "{}", answer.text);
+}
+
 /// Without the select IP, the peer address (loopback here) is used.
 #[tokio::test]
 async fn peer_address_is_the_default() {
