@@ -250,7 +250,7 @@ impl Settings {
     ) -> Result<Settings, Problems> {
         let mut table: toml::Table = text
             .parse()
-            .map_err(|e| Problems(vec![format!("config file {source}: {e}")]))?;
+            .map_err(|e: toml::de::Error| Problems(vec![syntax_problem(&source, text, &e)]))?;
         let mut problems = Vec::new();
         apply_env(&mut table, env, &mut problems);
         let settings = from_table(source, table, env, &mut problems);
@@ -368,6 +368,39 @@ fn section<T: DeserializeOwned>(
     }
 }
 
+/// A TOML syntax error by line and column, without the parser's quote of the line, which
+/// could hold a secret.
+fn syntax_problem(source: &str, text: &str, error: &toml::de::Error) -> String {
+    let what = error.message().trim().replace('\n', "; ");
+    let Some(at) = error.span().map(|span| span.start.min(text.len())) else {
+        return format!("config file {source}: {what}");
+    };
+    let before = text.get(..at).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("config file {source}, line {line}, column {column}: {what}")
+}
+
+/// Settings whose values are secrets: their problems never quote a value.
+const SECRET_SETTINGS: [&str; 4] = [
+    "server.lobby_credentials",
+    "server.admin_credentials",
+    "jitsi.app_secret",
+    "store.url",
+];
+
+/// `text` with every double-quoted part replaced by `"<hidden>"`.
+fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        out.push_str(if i % 2 == 1 { "<hidden>" } else { part });
+    }
+    out
+}
+
 /// `server.listen: invalid socket address syntax (from GEOBRIDGE_LISTEN='x')` from the
 /// deserialiser's `invalid socket address syntax\nin `listen``, on one line.
 fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> String {
@@ -379,7 +412,10 @@ fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> St
         return format!("[{name}]: {}", error.replace('\n', " "));
     };
     let setting = format!("{name}.{key}");
-    let what = what.replace('\n', " ");
+    let mut what = what.replace('\n', " ");
+    if SECRET_SETTINGS.contains(&setting.as_str()) {
+        what = hide_quoted(&what);
+    }
     let Some(&(variable, _, _)) = ENV
         .iter()
         .find(|(v, path, _)| *path == setting && env.contains_key(*v))
@@ -616,6 +652,25 @@ mod tests {
         );
         let problem = section_problem("probe", "missing field\nsomewhere", &HashMap::new());
         assert_eq!(problem, "[probe]: missing field somewhere");
+    }
+
+    /// A file's problems never quote a secret: not the line of a syntax error, not the
+    /// value of a credential of the wrong type.
+    #[test]
+    fn file_problems_keep_secrets() {
+        let text = "[store]\nurl = \"postgres://u:hunter2@db/x\" junk\n";
+        let problems = Settings::parse("f.toml".into(), text, &HashMap::new())
+            .expect_err("refused")
+            .0;
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("config file f.toml, line 2, column "));
+        assert!(!problems[0].contains("hunter2"), "{}", problems[0]);
+        let text = "[server]\nlobby_credentials = \"lobby-secret-1234567890\"\n";
+        let problems = Settings::parse("f.toml".into(), text, &HashMap::new())
+            .expect_err("refused")
+            .0;
+        assert!(problems[0].starts_with("server.lobby_credentials: invalid type"));
+        assert!(!problems[0].contains("lobby-secret"), "{}", problems[0]);
     }
 
     /// Several problems are reported together, each naming its setting.

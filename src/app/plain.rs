@@ -260,6 +260,16 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
         // More headers than this loop reads, and HTTP/2 with prior knowledge, are hyper's.
         Err(httparse::Error::TooManyHeaders) => return Step::HandOver,
         Err(_) if input.starts_with(b"PRI ") => return Step::HandOver,
+        Err(httparse::Error::Version) => {
+            let message = "this server speaks HTTP/1.1 and HTTP/2; send 'HTTP/1.1' in the \
+                           request line";
+            let status = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
+            refusal(
+                out,
+                &fast::ApiError::new(status, "version_not_supported", message),
+            );
+            return Step::Refused;
+        }
         Err(error) => {
             let message = format!(
                 "the request is not valid HTTP/1.1 ({error}); send a request line such as \

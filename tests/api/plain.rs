@@ -415,12 +415,12 @@ async fn stalled_heads_are_cut_off() {
 }
 
 /// Bytes that are not HTTP/1.1 get a 400 JSON error naming what to send, after the
-/// answers to the requests before them, and the connection closes; the server serves on.
+/// answers to the requests before them, and the connection closes; another version of
+/// HTTP/1 gets a 505; the server serves on.
 #[tokio::test]
 async fn malformed_requests_get_a_json_400() {
     let app = spawn_app(Options::default()).await;
     for bad in [
-        "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.2\r\nHost: x\r\n\r\n",
         "junk line\r\n\r\n",
         "GET /v1/reg\u{1}ions HTTP/1.1\r\n\r\n",
         "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.1\r\nbad header\r\n\r\n",
@@ -434,6 +434,12 @@ async fn malformed_requests_get_a_json_400() {
         assert_eq!(refused.header("connection"), Some("close"));
         assert_eq!(wire.ending().await, b"", "{bad:?}: closed after the 400");
     }
+    let mut wire = Wire::open(&app).await;
+    wire.send("GET /v1/regions/select?ip=8.8.8.8 HTTP/1.2\r\nHost: x\r\n\r\n")
+        .await;
+    let refused = wire.reply().await;
+    assert_eq!(refused.status, 505, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "version_not_supported");
     let mut wire = Wire::open(&app).await;
     wire.send(select("8.8.8.8")).await;
     assert_selected(&wire.reply().await, "us-west");
