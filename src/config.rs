@@ -412,8 +412,9 @@ fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> St
         return format!("[{name}]: {}", error.replace('\n', " "));
     };
     let setting = format!("{name}.{key}");
+    let secret = SECRET_SETTINGS.contains(&setting.as_str());
     let mut what = what.replace('\n', " ");
-    if SECRET_SETTINGS.contains(&setting.as_str()) {
+    if secret {
         what = hide_quoted(&what);
     }
     let Some(&(variable, _, _)) = ENV
@@ -422,10 +423,6 @@ fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> St
     else {
         return format!("{setting}: {what}");
     };
-    // Credentials, secrets and database URLs are named, never shown.
-    let secret = ["CREDENTIALS", "SECRET", "DATABASE_URL"]
-        .iter()
-        .any(|part| variable.contains(part));
     match env.get(variable) {
         Some(value) if !secret => format!("{setting}: {what} (from {variable}='{value}')"),
         _ => format!("{setting}: {what} (from {variable})"),

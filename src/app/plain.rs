@@ -92,13 +92,9 @@ impl Connection {
                 Ok(unsent) => unsent,
                 Err(_) => return,
             };
-            if !unsent.is_empty() {
-                // An answer the client does not take in time ends the connection.
-                let write = stream.write_all(&unsent);
-                match tokio::time::timeout(limits.write_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) | Err(_) => return,
-                }
+            // An answer the client does not take in time ends the connection.
+            if !unsent.is_empty() && !send(&mut stream, &unsent, limits).await {
+                return;
             }
             if step == Step::Refused {
                 return linger(stream, limits).await;
@@ -160,10 +156,18 @@ async fn time_out(mut stream: TcpStream, received: usize, limits: Limits) {
     let error = fast::ApiError::new(StatusCode::REQUEST_TIMEOUT, "header_timeout", message);
     let mut out = Outgoing::default();
     refusal(&mut out, &error);
-    let write = stream.write_all(out.as_slice());
-    if let Ok(Ok(())) = tokio::time::timeout(limits.write_timeout, write).await {
+    if send(&mut stream, out.as_slice(), limits).await {
         linger(stream, limits).await;
     }
+}
+
+/// Writes all of `bytes`; false when that failed or took longer than the write timeout.
+async fn send(stream: &mut TcpStream, bytes: &[u8], limits: Limits) -> bool {
+    let write = stream.write_all(bytes);
+    matches!(
+        tokio::time::timeout(limits.write_timeout, write).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Closes after an error answer without losing it: the sending side is shut, then what the
