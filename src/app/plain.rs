@@ -264,7 +264,9 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
         // More headers than this loop reads, and HTTP/2 with prior knowledge, are hyper's.
         Err(httparse::Error::TooManyHeaders) => return Step::HandOver,
         Err(_) if input.starts_with(b"PRI ") => return Step::HandOver,
-        Err(httparse::Error::Version) => {
+        // A request line ending in another HTTP version; other bytes where the version
+        // should be are just malformed.
+        Err(httparse::Error::Version) if asks_another_version(input) => {
             let message = "this server speaks HTTP/1.1 and HTTP/2; send 'HTTP/1.1' in the \
                            request line";
             let status = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
@@ -308,6 +310,14 @@ fn place_head(out: &mut Outgoing, start: usize, head: &[u8]) {
         out.bytes.copy_within(head_at.., start);
         out.bytes.truncate(out.bytes.len() - (head_at - start));
     }
+}
+
+/// True when the request line has three parts and the last names an HTTP version.
+fn asks_another_version(input: &[u8]) -> bool {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or(input);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    parts.len() == 3 && parts[2].starts_with(b"HTTP/")
 }
 
 /// Appends `error`'s answer, with `connection: close`, after the answers already in `out`.

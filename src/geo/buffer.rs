@@ -83,7 +83,12 @@ impl Buffer {
     /// request and start-up paths; contents never change.
     pub fn promote(&self) {
         let a = &self.allocation;
-        let (start, size) = (a.data.as_ptr(), a.layout.size());
+        // Only whole huge pages of the file: a huge page over its last, partial one would
+        // make the unused rest resident too (up to 2 MiB; 0.36 MiB for the shipped file).
+        let (start, size) = (a.data.as_ptr(), a.len - a.len % HUGE_PAGE);
+        if size == 0 {
+            return;
+        }
         advise(start, size, HUGE_PAGE_ADVICE, "huge pages not available");
         advise(start, size, COLLAPSE_ADVICE, "huge pages not collapsed now");
     }

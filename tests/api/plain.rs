@@ -422,6 +422,7 @@ async fn malformed_requests_get_a_json_400() {
     let app = spawn_app(Options::default()).await;
     for bad in [
         "junk line\r\n\r\n",
+        "GET /v1/regions/select?ip=8.8.8.8 x HTTP/1.1\r\n\r\n",
         "GET /v1/reg\u{1}ions HTTP/1.1\r\n\r\n",
         "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.1\r\nbad header\r\n\r\n",
     ] {
