@@ -7,9 +7,12 @@
 //! the two together (here and in `select::properties`), so the serde types stay the one
 //! definition of the format.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use crate::catalog::Catalog;
 use crate::geo::{CountryCode, Location, Point};
-use crate::select::{Considered, Decision, Why};
+use crate::select::{Considered, Decision, Tier, Why};
 
 /// Appends `{"region":…,"location":…,"decision":…}` for `decision` and `location`.
 pub fn write_selected(out: &mut Vec<u8>, location: Option<&Location>, decision: &Decision) {
@@ -96,23 +99,106 @@ pub fn write_decision(out: &mut Vec<u8>, decision: &Decision) {
         out.push(b'"');
     }
     out.extend_from_slice(b"],\"regions\":[");
-    let catalog: &Catalog = decision.regions.catalog();
-    for (i, (region, considered)) in decision.regions.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    FRAGMENTS.with_borrow_mut(|cached| {
+        let catalog = decision.regions.catalog();
+        let fragments = match cached {
+            Some(fragments) if Arc::ptr_eq(&fragments.catalog, catalog) => fragments,
+            _ => cached.insert(Fragments::new(catalog)),
+        };
+        for (i, (_, considered)) in decision.regions.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            fragments.write(out, considered);
         }
-        write_considered(out, catalog, region.as_str(), considered);
-    }
+    });
     out.extend_from_slice(b"]}");
 }
 
-/// One entry of the decision's `regions`; the fixed text between values is written in as
-/// few pieces as possible, since this runs for every region on every request.
-fn write_considered(out: &mut Vec<u8>, catalog: &Catalog, region: &str, c: &Considered) {
-    out.extend_from_slice(b"{\"region\":\"");
-    out.extend_from_slice(region.as_bytes());
-    out.extend_from_slice(b"\",\"distance_km\":");
-    kilometres(out, c.distance_km);
+thread_local! {
+    /// The fragments of the catalog this thread last answered from.
+    static FRAGMENTS: RefCell<Option<Fragments>> = const { RefCell::new(None) };
+}
+
+/// Each region's entry in `regions` as text written ahead: the region's id, and what it
+/// stood at (tier, bridges, stress) when last written. Every request writes every region, but
+/// ids change only with the catalog and standings only with health and reservations, so
+/// an entry is two copies and a distance instead of a dozen pieces.
+// Known limit: each thread keeps the catalog it last answered from alive until it answers
+// from a newer one.
+struct Fragments {
+    catalog: Arc<Catalog>,
+    regions: Vec<Fragment>,
+}
+
+struct Fragment {
+    /// `{"region":"<id>","distance_km":`
+    head: Box<[u8]>,
+    /// What `standing` was written for; `None` before the first write.
+    written_for: Option<Standing>,
+    /// `,"tier":…,"why":"`: everything between the distance and the reason.
+    standing: Vec<u8>,
+}
+
+/// The part of a [`Considered`] that its standing text depends on.
+#[derive(Clone, Copy, PartialEq)]
+struct Standing {
+    tier: Tier,
+    unwatched: bool,
+    eligible_bridges: usize,
+    stress: Option<u64>,
+    bridge: Option<usize>,
+}
+
+impl Standing {
+    fn of(c: &Considered) -> Standing {
+        Standing {
+            tier: c.tier,
+            unwatched: c.unwatched,
+            eligible_bridges: c.eligible_bridges,
+            stress: c.stress.map(f64::to_bits),
+            bridge: c.bridge,
+        }
+    }
+}
+
+impl Fragments {
+    fn new(catalog: &Arc<Catalog>) -> Fragments {
+        let head = |id: &str| {
+            let mut head = b"{\"region\":\"".to_vec();
+            head.extend_from_slice(id.as_bytes());
+            head.extend_from_slice(b"\",\"distance_km\":");
+            head.into_boxed_slice()
+        };
+        let regions = catalog.regions().iter().map(|region| Fragment {
+            head: head(region.id.as_str()),
+            written_for: None,
+            standing: Vec::new(),
+        });
+        Fragments {
+            catalog: catalog.clone(),
+            regions: regions.collect(),
+        }
+    }
+
+    /// Appends the entry of `c`, a region of this catalog.
+    fn write(&mut self, out: &mut Vec<u8>, c: &Considered) {
+        let fragment = &mut self.regions[c.index];
+        out.extend_from_slice(&fragment.head);
+        kilometres(out, c.distance_km);
+        let standing = Standing::of(c);
+        if fragment.written_for != Some(standing) {
+            fragment.standing.clear();
+            write_standing(&mut fragment.standing, &self.catalog, c);
+            fragment.written_for = Some(standing);
+        }
+        out.extend_from_slice(&fragment.standing);
+        out.extend_from_slice(why_end(c.why));
+    }
+}
+
+/// `,"tier":…,"unwatched":…,"eligible_bridges":…,"stress":…,"bridge":…,"why":"` of `c`.
+fn write_standing(out: &mut Vec<u8>, catalog: &Catalog, c: &Considered) {
     out.extend_from_slice(TIER_UNWATCHED[c.tier as usize][usize::from(c.unwatched)]);
     integer(out, c.eligible_bridges as u64);
     match c.stress {
@@ -130,8 +216,6 @@ fn write_considered(out: &mut Vec<u8>, catalog: &Catalog, region: &str, c: &Cons
         }
         None => out.extend_from_slice(b",\"bridge\":null,\"why\":\""),
     }
-    out.extend_from_slice(why_label(c.why).as_bytes());
-    out.extend_from_slice(b"\"}");
 }
 
 /// `,"tier":…,"unwatched":…,"eligible_bridges":` by tier (in `Tier` order) and unwatched.
@@ -163,13 +247,14 @@ const TIER_UNWATCHED: [[&[u8]; 2]; 5] = {
     ]
 };
 
-fn why_label(why: Why) -> &'static str {
+/// The reason of an entry, its closing quote and brace.
+fn why_end(why: Why) -> &'static [u8] {
     match why {
-        Why::Taken => "taken",
-        Why::WorseTier => "worse_tier",
-        Why::Farther => "farther",
-        Why::OutsideGroup => "outside_group",
-        Why::NotPreferred => "not_preferred",
+        Why::Taken => b"taken\"}",
+        Why::WorseTier => b"worse_tier\"}",
+        Why::Farther => b"farther\"}",
+        Why::OutsideGroup => b"outside_group\"}",
+        Why::NotPreferred => b"not_preferred\"}",
     }
 }
 
@@ -203,11 +288,38 @@ fn kilometres(out: &mut Vec<u8>, km: Option<f64>) {
         Some(km) if km.is_sign_positive() && km < 1e15 => {
             let whole = km as u64;
             let rounded = whole + u64::from(km - whole as f64 >= 0.5);
-            integer(out, rounded);
-            out.extend_from_slice(b".0");
+            match u32::try_from(rounded) {
+                Ok(short) if short < 100_000 => short_whole(out, short),
+                _ => {
+                    integer(out, rounded);
+                    out.extend_from_slice(b".0");
+                }
+            }
         }
         other => float(out, other.map(f64::round)),
     }
+}
+
+/// `n` (below 100,000: every distance on Earth) followed by `.0`. Written as one copy of
+/// eight bytes then cut to length, which is cheaper than a copy of variable length.
+fn short_whole(out: &mut Vec<u8>, mut n: u32) {
+    debug_assert!(n < 100_000);
+    let digits = match n {
+        0..10 => 1,
+        10..100 => 2,
+        100..1_000 => 3,
+        1_000..10_000 => 4,
+        _ => 5,
+    };
+    let mut text = [0u8; 8];
+    for slot in text[..digits].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    text[digits..digits + 2].copy_from_slice(b".0");
+    let end = out.len() + digits + 2;
+    out.extend_from_slice(&text);
+    out.truncate(end);
 }
 
 /// A number as serde_json writes an `f64`: shortest round-trip form, `null` when not finite.

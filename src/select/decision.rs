@@ -138,7 +138,7 @@ impl Regions {
     }
 
     /// The catalog the decision was made from.
-    pub fn catalog(&self) -> &Catalog {
+    pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
     }
 
