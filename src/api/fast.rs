@@ -9,10 +9,12 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
 use prometheus::{Histogram, IntCounter};
+use tokio::time::Instant;
 
 pub(crate) use super::ApiError;
 use super::{AppState, Counted, Need, Role, json};
@@ -36,14 +38,24 @@ pub struct Head<'a> {
     pub has_body: bool,
 }
 
+/// What [`answer`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// The answer's status.
+    pub status: StatusCode,
+    /// When the answer was made: the clock, read once for the duration metric, also dates
+    /// the answer and starts the wait for the next request.
+    pub at: Instant,
+}
+
 /// Answers `head` into `out` when it is the common case; `None` leaves it to the router.
-pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<StatusCode> {
+pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<Answered> {
     let ip = plain_select(head)?;
     if !admitted(state, head.authorization) {
         return None;
     }
     let slot = state.in_flight.try_take()?;
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let counted = Counted::new(&state.metrics.in_flight);
     let catalog = state.catalog.load_full();
     let status = match super::decide(state, ip, &catalog, None, started) {
@@ -57,8 +69,9 @@ pub fn answer(state: &AppState, head: &Head<'_>, out: &mut Vec<u8>) -> Option<St
         }
     };
     drop((counted, slot));
-    count(state, status, started);
-    Some(status)
+    let at = Instant::now();
+    count(state, status, at - started);
+    Some(Answered { status, at })
 }
 
 /// The address of a plain `GET /v1/regions/select?ip=<address>` without a body.
@@ -101,8 +114,7 @@ pub(crate) fn write_error(out: &mut Vec<u8>, error: &ApiError) {
 }
 
 /// Counts and logs the request as the router's `track` middleware does.
-fn count(state: &AppState, status: StatusCode, started: tokio::time::Instant) {
-    let took = started.elapsed();
+fn count(state: &AppState, status: StatusCode, took: Duration) {
     let series = &state.series;
     if status == StatusCode::OK {
         series.select_ok.inc();

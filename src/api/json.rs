@@ -300,25 +300,27 @@ fn kilometres(out: &mut Vec<u8>, km: Option<f64>) {
     }
 }
 
-/// `n` (below 100,000: every distance on Earth) followed by `.0`. Written as one copy of
-/// eight bytes then cut to length, which is cheaper than a copy of variable length.
-fn short_whole(out: &mut Vec<u8>, mut n: u32) {
+/// `n` (below 100,000: every distance on Earth) followed by `.0`, without branches: the
+/// number of digits varies from request to request and would be mispredicted. Five digits
+/// are made, the leading zeros shifted out, and eight bytes copied then cut to length
+/// (cheaper than a copy of variable length).
+fn short_whole(out: &mut Vec<u8>, n: u32) {
     debug_assert!(n < 100_000);
-    let digits = match n {
-        0..10 => 1,
-        10..100 => 2,
-        100..1_000 => 3,
-        1_000..10_000 => 4,
-        _ => 5,
-    };
-    let mut text = [0u8; 8];
-    for slot in text[..digits].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    text[digits..digits + 2].copy_from_slice(b".0");
+    let digit = |place: u32| b'0' + (n / place % 10) as u8;
+    let text = [
+        digit(10_000),
+        digit(1_000),
+        digit(100),
+        digit(10),
+        digit(1),
+        b'.',
+        b'0',
+        0,
+    ];
+    let digits = 1 + [10, 100, 1_000, 10_000].iter().filter(|&&p| n >= p).count();
+    let shifted = u64::from_le_bytes(text) >> (8 * (5 - digits));
     let end = out.len() + digits + 2;
-    out.extend_from_slice(&text);
+    out.extend_from_slice(&shifted.to_le_bytes());
     out.truncate(end);
 }
 
@@ -424,7 +426,8 @@ mod tests {
         /// Distances are rounded and written as serde writes `km.round()`.
         #[test]
         fn kilometres_match_serde(km in any::<f64>(), near in 0.0..40_000.0f64) {
-            for km in [km, near, near.floor() + 0.5, -0.0, 0.0, f64::NAN] {
+            let edges = [0.49, 9.5, 99.49, 999.5, 9_999.5, 99_999.49, 99_999.5, 1e5];
+            for km in [km, near, near.floor() + 0.5, -0.0, 0.0, f64::NAN].into_iter().chain(edges) {
                 let mut out = Vec::new();
                 kilometres(&mut out, Some(km));
                 let expected = serde_json::to_vec(&km.round()).expect("serialisable");

@@ -170,7 +170,7 @@ pub fn answer_fast<B>(state: &Shared, request: &Request<B>) -> Option<Response<B
         has_body: declares_body(headers),
     };
     let mut body = Vec::with_capacity(2048);
-    let status = fast::answer(state, &head, &mut body)?;
+    let status = fast::answer(state, &head, &mut body)?.status;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let json = header::HeaderValue::from_static("application/json");

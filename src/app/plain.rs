@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -79,15 +79,18 @@ impl Connection {
         let mut filled = 0;
         // When the head being read must be complete; set at its first wait.
         let mut deadline = None;
-        // One timer and one shutdown watch for the connection's life: moving a deadline
-        // later costs an atomic store, where a new timer per read would be registered and
-        // removed each time.
+        // One timer and one shutdown watch for the connection's life, not a new timer
+        // registered and removed for every read.
         let timer = tokio::time::sleep(limits.header_read_timeout);
         let stopped = stopped(self.stop.clone());
         tokio::pin!(timer, stopped);
         loop {
-            let (used, step, unsent) =
-                answer_buffered(&self.server.state, &input[..filled], &stream);
+            let Batch {
+                used,
+                step,
+                answered_at,
+                unsent,
+            } = answer_buffered(&self.server.state, &input[..filled], &stream);
             let unsent = match unsent {
                 Ok(unsent) => unsent,
                 Err(_) => return,
@@ -120,15 +123,26 @@ impl Connection {
                 let io = Prefixed::new(input, stream, limits);
                 return self.server.hand_over(io, self.peer, self.stop).await;
             }
-            let now_or_set = || Instant::now() + limits.header_read_timeout;
-            timer
-                .as_mut()
-                .reset(*deadline.get_or_insert_with(now_or_set));
-            let read = tokio::select! {
-                biased;
-                read = stream.read(&mut input[filled..]) => read,
-                () = &mut timer => return time_out(stream, filled, limits).await,
-                () = &mut stopped => return,
+            // The wait starts when the last answer was made, or now.
+            let starts = || answered_at.unwrap_or_else(Instant::now);
+            let due = *deadline.get_or_insert_with(|| starts() + limits.header_read_timeout);
+            // Deadlines move later with every request, and moving a timer is not free: it
+            // is moved only when it would fire too late, and set again when it fires early.
+            if timer.deadline() > due {
+                timer.as_mut().reset(due);
+            }
+            let read = loop {
+                tokio::select! {
+                    biased;
+                    read = stream.read(&mut input[filled..]) => break read,
+                    () = &mut timer => {
+                        if Instant::now() >= due {
+                            return time_out(stream, filled, limits).await;
+                        }
+                        timer.as_mut().reset(due);
+                    }
+                    () = &mut stopped => return,
+                }
             };
             match read {
                 Ok(0) => return,
@@ -182,17 +196,24 @@ async fn linger(mut stream: TcpStream, limits: Limits) {
     let _ = tokio::time::timeout(limits.header_read_timeout, drain).await;
 }
 
-/// Answers every plain request at the start of `input` and sends the answers: the bytes
-/// used, what stopped it, and what the socket did not take at once.
+/// What [`answer_buffered`] did.
+struct Batch {
+    /// Bytes of `input` answered.
+    used: usize,
+    /// What stopped it.
+    step: Step,
+    /// When the last answer was made, if any was.
+    answered_at: Option<Instant>,
+    /// What the socket did not take at once.
+    unsent: io::Result<Vec<u8>>,
+}
+
+/// Answers every plain request at the start of `input` and sends the answers.
 ///
 /// Answers are built in one buffer per thread and sent from it, so however many connections
 /// are open, the bytes on their way to the kernel stay in the same few cache lines; only an
 /// answer the socket cannot take whole is copied out to wait for it.
-fn answer_buffered(
-    state: &AppState,
-    input: &[u8],
-    stream: &TcpStream,
-) -> (usize, Step, io::Result<Vec<u8>>) {
+fn answer_buffered(state: &AppState, input: &[u8], stream: &TcpStream) -> Batch {
     OUTGOING.with_borrow_mut(|outgoing| {
         outgoing.clear();
         let mut used = 0;
@@ -206,15 +227,22 @@ fn answer_buffered(
             }
         };
         let bytes = outgoing.as_slice();
-        if bytes.is_empty() {
-            return (used, step, Ok(Vec::new()));
-        }
-        let unsent = match stream.try_write(bytes) {
-            Ok(n) => Ok(bytes[n..].to_vec()),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(bytes.to_vec()),
-            Err(error) => Err(error),
+        let unsent = if bytes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            match stream.try_write(bytes) {
+                Ok(n) => Ok(bytes[n..].to_vec()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(bytes.to_vec()),
+                Err(error) => Err(error),
+            }
         };
-        (used, step, unsent)
+        let answered_at = outgoing.answered_at;
+        Batch {
+            used,
+            step,
+            answered_at,
+            unsent,
+        }
     })
 }
 
@@ -234,6 +262,8 @@ const HEAD_ROOM: usize = 192;
 pub struct Outgoing {
     bytes: Vec<u8>,
     front: usize,
+    /// When the last answer was made.
+    answered_at: Option<Instant>,
 }
 
 impl Outgoing {
@@ -241,6 +271,7 @@ impl Outgoing {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.front = 0;
+        self.answered_at = None;
     }
 
     /// The bytes to send.
@@ -291,12 +322,14 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
     };
     let start = out.bytes.len();
     out.bytes.resize(start + HEAD_ROOM, 0);
-    let Some(status) = fast::answer(state, &head, &mut out.bytes) else {
+    let Some(answered) = fast::answer(state, &head, &mut out.bytes) else {
         out.bytes.truncate(start);
         return Step::HandOver;
     };
-    let (head, n) = response_head(status, out.bytes.len() - start - HEAD_ROOM);
+    let length = out.bytes.len() - start - HEAD_ROOM;
+    let (head, n) = response_head(answered.status, length, answered.at);
     place_head(out, start, &head[..n]);
+    out.answered_at = Some(answered.at);
     Step::Answered(used)
 }
 
@@ -375,18 +408,18 @@ fn plain_head<'a>(request: &httparse::Request<'_, 'a>) -> Option<fast::Head<'a>>
 /// [`response_head`] for an answer after which the connection closes.
 fn closing_head(status: StatusCode, length: usize) -> ([u8; HEAD_ROOM], usize) {
     const CLOSE: &[u8] = b"connection: close\r\n\r\n";
-    let (mut head, n) = response_head(status, length);
+    let (mut head, n) = response_head(status, length, Instant::now());
     // Replaces the blank line ending the head; fits by the bound in its documentation.
     let at = n - 2;
     head[at..at + CLOSE.len()].copy_from_slice(CLOSE);
     (head, at + CLOSE.len())
 }
 
-/// The head of a JSON answer of `length` bytes, and its length.
-fn response_head(status: StatusCode, length: usize) -> ([u8; HEAD_ROOM], usize) {
+/// The head of a JSON answer of `length` bytes made at `now`, and its length.
+fn response_head(status: StatusCode, length: usize, now: Instant) -> ([u8; HEAD_ROOM], usize) {
     let mut head = [0u8; HEAD_ROOM];
     let mut n = 0;
-    let date = DATE.with(Date::now);
+    let date = DATE.with(|date| date.at(now));
     let mut digits = itoa::Buffer::new();
     let reason = status.canonical_reason().unwrap_or("");
     let parts: [&[u8]; 9] = [
@@ -409,29 +442,34 @@ fn response_head(status: StatusCode, length: usize) -> ([u8; HEAD_ROOM], usize) 
 }
 
 thread_local! {
-    static DATE: Date = const { Date { cached: std::cell::Cell::new((u64::MAX, [0; 29])) } };
+    static DATE: Date = const { Date { cached: std::cell::Cell::new(None) } };
 }
 
 /// The `Date` header value, formatted once a second.
 struct Date {
-    cached: std::cell::Cell<(u64, [u8; 29])>,
+    /// The text, and when the second it names ends on the monotonic clock.
+    cached: std::cell::Cell<Option<(Instant, [u8; 29])>>,
 }
 
 impl Date {
-    fn now(&self) -> [u8; 29] {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (at, text) = self.cached.get();
-        if at == second {
+    /// The value at `now`, a monotonic time the caller has read anyway: the wall clock is
+    /// read once a second, not once an answer.
+    fn at(&self, now: Instant) -> [u8; 29] {
+        if let Some((until, text)) = self.cached.get()
+            && now < until
+        {
             return text;
         }
+        let wall = SystemTime::now();
+        let into_second = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let until = now + Duration::from_nanos(u64::from(1_000_000_000 - into_second));
         let mut text = [b' '; 29];
-        let formatted = httpdate::fmt_http_date(now);
+        let formatted = httpdate::fmt_http_date(wall);
         let n = formatted.len().min(29);
         text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
-        self.cached.set((second, text));
+        self.cached.set(Some((until, text)));
         text
     }
 }
@@ -572,12 +610,34 @@ impl AsyncWrite for Prefixed {
 mod tests {
     use super::*;
 
+    /// The `Date` value names the current second of the wall clock, and is kept until
+    /// that second ends on the monotonic clock, then read again.
+    #[test]
+    fn date_is_read_once_a_second() {
+        let date = Date {
+            cached: std::cell::Cell::new(None),
+        };
+        let now = Instant::now();
+        let text = date.at(now);
+        let named = std::str::from_utf8(&text).expect("ASCII");
+        let named = httpdate::parse_http_date(named).expect("an HTTP date");
+        let off = SystemTime::now()
+            .duration_since(named)
+            .expect("not in the future");
+        assert!(off < Duration::from_secs(2), "{off:?}");
+        let planted = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        date.cached
+            .set(Some((now + Duration::from_secs(1), planted)));
+        assert_eq!(date.at(now + Duration::from_millis(999)), planted);
+        assert_ne!(date.at(now + Duration::from_secs(1)), planted);
+    }
+
     /// Every status's head with the longest length fits the room left for it.
     #[test]
     fn heads_fit_their_room() {
         for code in 100..1000 {
             let status = StatusCode::from_u16(code).expect("three digits");
-            let (head, n) = response_head(status, usize::MAX);
+            let (head, n) = response_head(status, usize::MAX, Instant::now());
             assert!(n <= 155, "{code}: {n} bytes");
             assert!(head[..n].ends_with(b"\r\n\r\n"));
             let (head, n) = closing_head(status, usize::MAX);

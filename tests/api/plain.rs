@@ -414,6 +414,34 @@ async fn stalled_heads_are_cut_off() {
     assert_eq!(wire.ending().await, b"", "an idle connection is closed");
 }
 
+/// The head timeout counts from the last answer: a connection asking every 100 ms stays
+/// open well past one timeout (300 ms), and once it stops asking it is closed one timeout
+/// after its last answer, not sooner and not much later.
+#[tokio::test]
+async fn busy_connections_outlive_the_head_timeout() {
+    let options = Options::default().env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300");
+    let app = spawn_app(options).await;
+    let mut wire = Wire::open(&app).await;
+    for _ in 0..10 {
+        wire.send(select("81.2.69.142")).await;
+        assert_selected(&wire.reply().await, "eu-west");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wire.send(select("81.2.69.142")).await;
+    assert_selected(&wire.reply().await, "eu-west");
+    let last_answer = Instant::now();
+    assert_eq!(wire.ending().await, b"", "an idle connection is closed");
+    let idle = last_answer.elapsed();
+    assert!(
+        idle >= Duration::from_millis(250),
+        "closed too soon: {idle:?}"
+    );
+    assert!(
+        idle < Duration::from_millis(1_500),
+        "closed too late: {idle:?}"
+    );
+}
+
 /// Bytes that are not HTTP/1.1 get a 400 JSON error naming what to send, after the
 /// answers to the requests before them, and the connection closes; another version of
 /// HTTP/1 gets a 505; the server serves on.
