@@ -6,11 +6,11 @@
 //! is acknowledged only after its transaction commits (SQLite runs with `synchronous=FULL`).
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId};
 
@@ -47,7 +47,21 @@ pub enum Error {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// The database server could not be reached, or refused the login.
+    #[error(
+        "cannot connect to the database server {server}: {cause}; start it, or correct \
+         store.url (GEOBRIDGE_DATABASE_URL)"
+    )]
+    Connect {
+        /// Host and port, without credentials.
+        server: String,
+        /// What went wrong.
+        cause: String,
+    },
 }
+
+/// How long the first connection to PostgreSQL may take, and a connection from the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who owns an entry: the config file (re-seeded at start) or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -148,13 +162,46 @@ pub fn sqlite_url(state_dir: &Path) -> String {
     )
 }
 
+/// Opens and closes one connection to `url`. The pool retries a refused connection until
+/// its acquire timeout and then reports only the timeout; one direct attempt first says at
+/// once why the server cannot be used.
+async fn try_connect(url: &str) -> Result<(), Error> {
+    let server = url::Url::parse(url).ok().map_or_else(
+        || "named in store.url".to_owned(),
+        |u| {
+            let host = u.host_str().unwrap_or("localhost").to_owned();
+            format!("{host}:{}", u.port().unwrap_or(5432))
+        },
+    );
+    let failed = |cause: String| Error::Connect {
+        server: server.clone(),
+        cause,
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
+        Ok(Ok(connection)) => {
+            // Closing politely is a courtesy to the server; the check already passed.
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(failed(error.to_string())),
+        Err(_) => Err(failed(format!(
+            "no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies migrations.
     pub async fn open(url: &str) -> Result<Store, Error> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+        if postgres {
+            try_connect(url).await?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if postgres { 8 } else { 4 })
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !postgres {

@@ -104,6 +104,36 @@ fn serve_refuses_open_public_listener() {
     assert!(!stderr.contains("listening on http"), "{stderr}");
 }
 
+/// A PostgreSQL server that refuses connections stops start-up at once (not after the
+/// pool's wait), naming the server and the cause but not the password.
+#[test]
+fn unreachable_database_is_named_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let started = std::time::Instant::now();
+    let out = command()
+        .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .env(
+            "GEOBRIDGE_DATABASE_URL",
+            format!("postgres://geobridge:hunter2@127.0.0.1:{port}/geobridge"),
+        )
+        .arg("serve")
+        .output()
+        .expect("runs");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let server = format!("database server 127.0.0.1:{port}");
+    for expected in [server.as_str(), "refused", "GEOBRIDGE_DATABASE_URL"] {
+        assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
+    }
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+}
+
 /// A missing or corrupt GeoIP file is a start-up error naming the file.
 #[test]
 fn bad_geo_database_is_named() {
