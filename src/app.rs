@@ -116,7 +116,11 @@ async fn open_store(settings: &Settings) -> Result<Store, String> {
             store::sqlite_url(dir)
         }
     };
-    let store = Store::open(&url).await.map_err(|e| format!("store: {e}"))?;
+    let store = Store::open(&url).await.map_err(|e| match e {
+        // These name the setting themselves.
+        store::Error::BadUrl(_) | store::Error::Connect { .. } => e.to_string(),
+        other => format!("store: {other}"),
+    })?;
     store
         .seed(&settings.regions, &settings.bridges)
         .await
@@ -173,12 +177,9 @@ pub fn check(settings: &Settings) -> Vec<String> {
         problems.extend(found);
     }
     problems.extend(state_dir_problem(&settings.server.state_dir));
-    if let Some(url) = &settings.store.url {
-        let url = url.expose();
-        let known = ["sqlite:", "postgres:", "postgresql:"];
-        if !known.iter().any(|scheme| url.starts_with(scheme)) {
-            problems.push("store.url: use a postgres:// or sqlite:// URL".to_owned());
-        }
+    let url = settings.store.url.as_ref().map(|url| url.expose());
+    if let Some(problem) = url.and_then(store::url_problem) {
+        problems.push(format!("store.url: {problem}"));
     }
     problems
 }

@@ -6,10 +6,13 @@
 //! is acknowledged only after its transaction commits (SQLite runs with `synchronous=FULL`).
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::catalog::{AdminState, Bridge, BridgeId, Region, RegionId};
@@ -47,6 +50,9 @@ pub enum Error {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// `store.url` cannot be used.
+    #[error("store.url: {0}")]
+    BadUrl(String),
     /// The database server could not be reached, or refused the login.
     #[error(
         "cannot connect to the database server {server}: {cause}; start it, or correct \
@@ -162,6 +168,30 @@ pub fn sqlite_url(state_dir: &Path) -> String {
     )
 }
 
+/// What is wrong with `url` as a database URL, found without connecting. The URL itself is
+/// not quoted: it may hold a password.
+pub fn url_problem(url: &str) -> Option<String> {
+    let parsed = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        PgConnectOptions::from_str(url).err()?
+    } else if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url).err()?
+    } else {
+        return Some("use a postgres:// or sqlite:// URL".to_owned());
+    };
+    Some(cause(&parsed))
+}
+
+/// `error`'s message without the wrapping that repeats "error with configuration".
+fn cause(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Configuration(inner) => match inner.downcast_ref::<sqlx::Error>() {
+            Some(nested) => cause(nested),
+            None => inner.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Opens and closes one connection to `url`. The pool retries a refused connection until
 /// its acquire timeout and then reports only the timeout; one direct attempt first says at
 /// once why the server cannot be used.
@@ -183,7 +213,7 @@ async fn try_connect(url: &str) -> Result<(), Error> {
             let _ = connection.close().await;
             Ok(())
         }
-        Ok(Err(error)) => Err(failed(error.to_string())),
+        Ok(Err(error)) => Err(failed(cause(&error))),
         Err(_) => Err(failed(format!(
             "no answer within {} s",
             CONNECT_TIMEOUT.as_secs()
@@ -195,6 +225,9 @@ impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies migrations.
     pub async fn open(url: &str) -> Result<Store, Error> {
         sqlx::any::install_default_drivers();
+        if let Some(problem) = url_problem(url) {
+            return Err(Error::BadUrl(problem));
+        }
         let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
         if postgres {
             try_connect(url).await?;

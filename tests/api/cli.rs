@@ -134,6 +134,43 @@ fn unreachable_database_is_named_at_once() {
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
 }
 
+/// Database URLs that serve would refuse are found by check-config too, without
+/// connecting and without quoting the password; serve names the same problem.
+#[test]
+fn bad_database_urls_are_found_by_check_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cases = [
+        (
+            "postgres://u:hunter2@127.0.0.1:99999/db",
+            "invalid port number",
+        ),
+        (
+            "postgres://u:hunter2@127.0.0.1/db?sslmode=bogus",
+            "\"bogus\"",
+        ),
+        ("sqlite:///tmp/geobridge-none.db?mode=bogus", "\"bogus\""),
+    ];
+    for (url, expected) in cases {
+        for command_name in ["check-config", "serve"] {
+            let out = command()
+                .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+                .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+                .env("GEOBRIDGE_DATABASE_URL", url)
+                .arg(command_name)
+                .output()
+                .expect("runs");
+            assert_eq!(out.status.code(), Some(64), "{command_name} {url}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("store.url: "),
+                "{command_name} {url}:\n{stderr}"
+            );
+            assert!(stderr.contains(expected), "{command_name} {url}:\n{stderr}");
+            assert!(!stderr.contains("hunter2"), "{stderr}");
+        }
+    }
+}
+
 /// A missing or corrupt GeoIP file is a start-up error naming the file.
 #[test]
 fn bad_geo_database_is_named() {
