@@ -690,6 +690,20 @@ mod tests {
         assert!(all.contains("unknown region 'eu-cntral'"), "{all}");
     }
 
+    /// A Jitsi URL with a user and password is refused without quoting it.
+    #[test]
+    fn web_urls_hold_no_credentials() {
+        let e = env(&[("JITSI_URL", "https://admin:hunter2@meet.test/")]);
+        let problems = Settings::load(None, &e).expect_err("invalid").0;
+        let all = problems.join("\n");
+        assert!(
+            all.contains("jitsi.url: must not hold a user name or password"),
+            "{all}"
+        );
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(check_web_url("https://meet.test/path@x").is_ok());
+    }
+
     /// Every environment variable names a setting that exists.
     #[test]
     fn every_variable_has_a_setting() {

@@ -206,8 +206,21 @@ fn feature_problems(features: &BTreeMap<String, bool>) -> Vec<String> {
         .collect()
 }
 
-/// Checks a Jitsi web URL: http(s), a host, no query or fragment.
+/// Checks a Jitsi web URL: http(s), a host, no user or password, no query or fragment.
 pub fn check_web_url(url: &str) -> Result<(), String> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if after_scheme
+        .split('/')
+        .next()
+        .is_some_and(|host| host.contains('@'))
+    {
+        // Not quoted: the part before '@' may be a password.
+        return Err(
+            "must not hold a user name or password (an '@' before the host): the \
+                    links built from it are given to every user"
+                .to_owned(),
+        );
+    }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
