@@ -71,6 +71,14 @@ impl Credentials {
         };
         let lobby = read(&server.lobby_credentials, &server.lobby_credentials_file);
         let admin = read(&server.admin_credentials, &server.admin_credentials_file);
+        let shared = |l: &Secret| admin.iter().any(|a| same_secret(a.expose(), l.expose()));
+        if lobby.iter().any(shared) {
+            problems.push(
+                "server.lobby_credentials: a lobby credential is also an admin credential, so \
+                 the lobby could change the registry; give lobbies credentials of their own"
+                    .to_owned(),
+            );
+        }
         if problems.is_empty() {
             Ok(Credentials { lobby, admin })
         } else {

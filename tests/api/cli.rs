@@ -88,6 +88,18 @@ fn check_config_reports_everything() {
         stdout.contains("<set>") && !stdout.contains("very-secret-credential-1"),
         "{stdout}"
     );
+
+    // One credential for both roles would give lobbies the admin's powers.
+    let (ok, _, stderr) = run(command()
+        .env("GEOBRIDGE_LOBBY_CREDENTIALS", "very-secret-credential-1")
+        .env(
+            "GEOBRIDGE_ADMIN_CREDENTIALS",
+            "admin-credential-000000,very-secret-credential-1",
+        )
+        .arg("check-config"));
+    assert!(!ok);
+    assert!(stderr.contains("also an admin credential"), "{stderr}");
+    assert!(!stderr.contains("very-secret-credential-1"), "{stderr}");
 }
 
 /// serve refuses a public address without a lobby credential, before binding, with 64.
