@@ -95,9 +95,14 @@ impl Connection {
                 Ok(unsent) => unsent,
                 Err(_) => return,
             };
-            // An answer the client does not take in time ends the connection.
-            if !unsent.is_empty() && !send(&mut stream, &unsent, limits).await {
-                return;
+            // An answer the client does not take in time ends the connection. One it takes
+            // only after a wait starts the wait for the next head when it has gone out.
+            let mut answered_at = answered_at;
+            if !unsent.is_empty() {
+                if !send(&mut stream, &unsent, limits).await {
+                    return;
+                }
+                answered_at = None;
             }
             if step == Step::Refused {
                 return linger(stream, limits).await;
@@ -123,21 +128,26 @@ impl Connection {
                 let io = Prefixed::new(input, stream, limits);
                 return self.server.hand_over(io, self.peer, self.stop).await;
             }
-            // The wait starts when the last answer was made, or now.
+            // The wait starts when the last answer was made and sent at once, or now.
             let starts = || answered_at.unwrap_or_else(Instant::now);
-            let due = *deadline.get_or_insert_with(|| starts() + limits.header_read_timeout);
+            let mut due = *deadline.get_or_insert_with(|| starts() + limits.header_read_timeout);
             // Deadlines move later with every request, and moving a timer is not free: it
             // is moved only when it would fire too late, and set again when it fires early.
             if timer.deadline() > due {
                 timer.as_mut().reset(due);
             }
+            let mut taking = Taking::new(due, limits);
             let read = loop {
                 tokio::select! {
                     biased;
                     read = stream.read(&mut input[filled..]) => break read,
                     () = &mut timer => {
-                        if Instant::now() >= due {
-                            return time_out(stream, filled, limits).await;
+                        let now = Instant::now();
+                        if now >= due {
+                            let Some(later) = taking.extended(&stream, now) else {
+                                return time_out(stream, filled, limits).await;
+                            };
+                            (due, deadline) = (later, Some(later));
                         }
                         timer.as_mut().reset(due);
                     }
@@ -154,6 +164,58 @@ impl Connection {
             }
         }
     }
+}
+
+/// A client still taking its last answers when its head deadline passes: the kernel holds
+/// bytes of them that the client has not received (it reads slowly, or pipelined more than
+/// the socket buffers hold). Its wait is checked again every quarter timeout, for at most the
+/// write timeout (what a blocked write would get); once the kernel holds none, the client has
+/// a whole head timeout from then to ask again.
+// Known limit: answers already in the client's own receive buffer count as taken, so a
+// client with a large receive buffer that reads slowly can still find the connection closed
+// after them.
+struct Taking {
+    until: Instant,
+    limits: Limits,
+    was: bool,
+}
+
+impl Taking {
+    fn new(due: Instant, limits: Limits) -> Taking {
+        Taking {
+            until: due + limits.write_timeout,
+            limits,
+            was: false,
+        }
+    }
+
+    /// The new deadline of a head whose deadline passed at `now`, or `None` to end the wait.
+    fn extended(&mut self, stream: &TcpStream, now: Instant) -> Option<Instant> {
+        let timeout = self.limits.header_read_timeout;
+        if now < self.until && still_sending(stream) {
+            self.was = true;
+            return Some(now + timeout / 4);
+        }
+        std::mem::take(&mut self.was).then_some(now + timeout)
+    }
+}
+
+/// True when the kernel still holds answer bytes for the client: not sent yet, or not yet
+/// acknowledged by the client's side.
+#[cfg(target_os = "linux")]
+fn still_sending(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int through the pointer, which
+    // points at a live local; the descriptor stays open while `stream` is borrowed.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &raw mut queued) };
+    done == 0 && queued > 0
+}
+
+/// Elsewhere the queue is not asked: the head deadline is kept as it is.
+#[cfg(not(target_os = "linux"))]
+fn still_sending(_: &TcpStream) -> bool {
+    false
 }
 
 /// Ends a connection whose head stopped arriving: a 408 when part of one came, so the
@@ -317,6 +379,11 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
             return Step::Refused;
         }
     };
+    if let Some(problem) = framing_problem(request.headers) {
+        let error = fast::ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", problem);
+        refusal(out, &error);
+        return Step::Refused;
+    }
     let Some(head) = plain_head(&request) else {
         return Step::HandOver;
     };
@@ -369,6 +436,42 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// What makes the body's length unknowable (RFC 9112, 6.3): a `Content-Length` that is not
+/// one decimal number, two that differ, or a `Transfer-Encoding` that does not end in
+/// `chunked`. Such a request cannot be answered, nor the next one found after it.
+fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
+    let named = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let mut lengths = named("content-length").flat_map(|v| v.split(|&b| b == b','));
+    if let Some(first) = lengths.next() {
+        let first = first.trim_ascii();
+        let number = !first.is_empty() && first.iter().all(u8::is_ascii_digit);
+        if !number || lengths.any(|other| other.trim_ascii() != first) {
+            return Some(
+                "Content-Length must be one decimal number, sent once; send the body's length \
+                 in bytes, or no Content-Length without a body"
+                    .to_owned(),
+            );
+        }
+    }
+    let last_coding = named("transfer-encoding")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .last()
+        .map(<[u8]>::trim_ascii);
+    if last_coding.is_some_and(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+        return Some(
+            "Transfer-Encoding must end in 'chunked'; send 'Transfer-Encoding: chunked' or a \
+             Content-Length"
+                .to_owned(),
+        );
+    }
+    None
 }
 
 /// The head of an HTTP/1.1 request that keeps the connection and sends no body.

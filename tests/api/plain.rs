@@ -442,6 +442,38 @@ async fn busy_connections_outlive_the_head_timeout() {
     );
 }
 
+/// The wait for the next head starts once the last answer has gone out, not when it was
+/// made: a client that pipelines selections and reads their answers for longer than the
+/// head timeout can ask again on the same connection.
+#[tokio::test]
+async fn slow_readers_keep_their_connection() {
+    let options = Options::default().env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300");
+    let app = spawn_app(options).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let address = app.addr().parse().expect("an address");
+    let stream = socket.connect(address).await.expect("connect");
+    let mut wire = Wire {
+        stream,
+        pending: Vec::new(),
+    };
+    wire.send(select("81.2.69.142").repeat(200)).await;
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert_selected(&wire.reply().await, "eu-west");
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    let reading = started.elapsed();
+    assert!(
+        reading > Duration::from_millis(600),
+        "read too fast to test: {reading:?}"
+    );
+    wire.send(select("8.8.8.8")).await;
+    assert_selected(&wire.reply().await, "us-west");
+}
+
 /// Bytes that are not HTTP/1.1 get a 400 JSON error naming what to send, after the
 /// answers to the requests before them, and the connection closes; another version of
 /// HTTP/1 gets a 505; the server serves on.
@@ -453,6 +485,9 @@ async fn malformed_requests_get_a_json_400() {
         "GET /v1/regions/select?ip=8.8.8.8 x HTTP/1.1\r\n\r\n",
         "GET /v1/reg\u{1}ions HTTP/1.1\r\n\r\n",
         "GET /v1/regions/select?ip=8.8.8.8 HTTP/1.1\r\nbad header\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        "POST /v1/rooms HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
     ] {
         let mut wire = Wire::open(&app).await;
         wire.send(select("8.8.8.8") + bad).await;
