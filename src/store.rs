@@ -50,6 +50,14 @@ pub enum Error {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// The entry is the config file's: the API may not change it.
+    #[error("{}", managed_by_config(.what, .id))]
+    ManagedByConfig {
+        /// "region" or "bridge".
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
     /// `store.url` cannot be used.
     #[error("store.url: {0}")]
     BadUrl(String),
@@ -589,14 +597,24 @@ async fn managed_by(tx: &mut Tx<'_>, table: Table, id: &str) -> Result<Option<Ma
     Ok(text.as_deref().map(ManagedBy::parse))
 }
 
-fn refuse_config_managed(existing: Option<ManagedBy>, what: &str, id: &str) -> Result<(), Error> {
+fn refuse_config_managed(
+    existing: Option<ManagedBy>,
+    what: &'static str,
+    id: &str,
+) -> Result<(), Error> {
     if existing == Some(ManagedBy::Config) {
-        return Err(Error::Conflict(format!(
-            "{what} '{id}' is managed by the config file; change it there and restart \
-             (the API may only change a config bridge's admin state)"
-        )));
+        let id = id.to_owned();
+        return Err(Error::ManagedByConfig { what, id });
     }
     Ok(())
+}
+
+/// Why the API may not change the config file's `what` `id`.
+pub fn managed_by_config(what: &str, id: &str) -> String {
+    format!(
+        "{what} '{id}' is managed by the config file; change it there and restart (the API \
+         may only change a config bridge's admin state)"
+    )
 }
 
 async fn upsert_region(

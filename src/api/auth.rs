@@ -35,6 +35,13 @@ pub(crate) enum Need {
     Either,
 }
 
+/// The credential of an `Authorization: Bearer <credential>` value. The scheme's name is
+/// matched without regard to case (RFC 9110, 11.1).
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case("Bearer ").then_some(credential)
+}
+
 /// Bearer credentials per role.
 #[derive(Debug, Default)]
 pub struct Credentials {
@@ -129,7 +136,7 @@ pub(super) async fn require(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| unauthorized("send a credential as 'Authorization: Bearer <credential>'"))?;
     let role = credentials
         .role_of(presented.trim())

@@ -102,7 +102,7 @@ fn admitted(state: &AppState, authorization: Option<&[u8]>) -> bool {
     let presented = authorization
         .filter(visible)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(super::auth::bearer);
     presented.is_some_and(|p| credentials.role_of(p.trim()) == Some(Role::Lobby))
 }
 

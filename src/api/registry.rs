@@ -165,6 +165,10 @@ pub struct AdminStateInput {
 fn store_error(error: store::Error) -> ApiError {
     match error {
         store::Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        managed @ store::Error::ManagedByConfig { .. } => {
+            let message = managed.to_string();
+            ApiError::new(StatusCode::CONFLICT, "managed_by_config", message)
+        }
         other => ApiError::internal(&other.to_string()),
     }
 }
@@ -197,10 +201,7 @@ fn refuse_config<T>(
         .iter()
         .any(|e| id(&e.item) == wanted && e.managed_by == store::ManagedBy::Config);
     if owned {
-        let message = format!(
-            "{what} '{wanted}' is managed by the config file; change it there and restart \
-             (the API may only change a config bridge's admin state)"
-        );
+        let message = store::managed_by_config(what, wanted);
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "managed_by_config",

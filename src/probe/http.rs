@@ -18,9 +18,14 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client that reads at most `max_body_bytes` of any answer and ignores proxies.
+    /// A client that reads at most `max_body_bytes` of any answer, ignores proxies and
+    /// follows no redirect: a bridge answers for itself, and a redirect's target would
+    /// escape the checks made on registered URLs.
     pub fn new(max_body_bytes: usize) -> Result<Http, reqwest::Error> {
-        let client = reqwest::Client::builder().no_proxy().build()?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(Http {
             client,
             max_body_bytes,

@@ -274,6 +274,8 @@ pub enum Behaviour {
     Huge,
     /// 200 on health; 404 for stats (the bridge's REST API is off).
     NoStats,
+    /// 302 to the same path at this base URL, for health and stats.
+    Redirect(String),
 }
 
 /// A fake Videobridge on 127.0.0.1:0.
@@ -330,13 +332,21 @@ impl FakeBridge {
     }
 }
 
-async fn answer_health(behaviour: Arc<Mutex<Behaviour>>) -> (StatusCode, String) {
+async fn answer_health(behaviour: Arc<Mutex<Behaviour>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let current = behaviour.lock().expect("behaviour lock").clone();
     match current {
-        Behaviour::Unhealthy => (StatusCode::INTERNAL_SERVER_ERROR, "ice failed".to_owned()),
+        Behaviour::Unhealthy => (StatusCode::INTERNAL_SERVER_ERROR, "ice failed").into_response(),
         Behaviour::Hang => std::future::pending().await,
-        _ => (StatusCode::OK, String::new()),
+        Behaviour::Redirect(to) => redirect(&to, "/about/health"),
+        _ => (StatusCode::OK, String::new()).into_response(),
     }
+}
+
+fn redirect(base: &str, path: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let location = [(axum::http::header::LOCATION, format!("{base}{path}"))];
+    (StatusCode::FOUND, location).into_response()
 }
 
 async fn answer_stats(behaviour: Arc<Mutex<Behaviour>>) -> axum::response::Response {
@@ -350,6 +360,7 @@ async fn answer_stats(behaviour: Arc<Mutex<Behaviour>>) -> axum::response::Respo
         Behaviour::Hang => std::future::pending().await,
         Behaviour::Unhealthy => (StatusCode::OK, fixture("stats-idle.json")).into_response(),
         Behaviour::NoStats => (StatusCode::NOT_FOUND, "").into_response(),
+        Behaviour::Redirect(to) => redirect(&to, "/colibri/stats"),
         Behaviour::HangAfterHeaders => {
             let start = b"{\"stress_level\":".to_vec();
             let first = stream::once(async move { Ok::<_, std::io::Error>(start) });

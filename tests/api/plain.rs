@@ -595,8 +595,20 @@ async fn credentials_are_enforced_on_the_fast_path() {
         assert_selected(&reply, "us-west");
     }
 
+    // The scheme's name is case-insensitive, on the plain loop and through the router
+    // (which `Connection: close` sends it to).
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        for close in ["", "Connection: close\r\n"] {
+            let header = format!("Authorization: {scheme} {LOBBY}\r\n{close}");
+            let mut wire = Wire::open(&app).await;
+            wire.send(select_with("8.8.8.8", &header)).await;
+            let reply = wire.reply().await;
+            assert_eq!(reply.status, 200, "{header:?}: {}", reply.text());
+        }
+    }
+
     let wrong = "authorization: Bearer wrong-credential-0123456\r\n".to_owned();
-    let scheme = format!("Authorization: bearer {LOBBY}\r\n");
+    let scheme = format!("Authorization: Basic {LOBBY}\r\n");
     let admin = format!("Authorization: Bearer {ADMIN}\r\n");
     let refusals = [
         (String::new(), 401, "unauthorized"),

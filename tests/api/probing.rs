@@ -207,6 +207,29 @@ async fn broken_answers_fall_while_others_keep_passing() {
 
 /// A bridge reporting another region is used in its registered region, with a warning and a
 /// metric; a bridge whose stats answer 404 is judged on health alone and says so.
+/// A bridge that redirects its health and stats elsewhere is not taken at its word: it is
+/// down, whatever the other address says.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let elsewhere = FakeBridge::start().await;
+    let redirecting = FakeBridge::start().await;
+    redirecting.set(Behaviour::Redirect(elsewhere.url.clone()));
+    let options = Options::default()
+        .bridge("lon-1", "eu-west", &redirecting.url)
+        .bridge("fra-1", "eu-central", &elsewhere.url);
+    let app = spawn_app(options).await;
+    app.wait_until(10, "the plain bridge up", || async {
+        app.bridge_health("fra-1").await["state"] == "up"
+    })
+    .await;
+    app.wait_until(10, "the redirecting bridge down", || async {
+        app.bridge_health("lon-1").await["state"] == "down"
+    })
+    .await;
+    let health = app.bridge_health("lon-1").await;
+    assert!(health["stats"].is_null(), "{health}");
+}
+
 #[tokio::test]
 async fn region_mismatch_and_missing_stats_are_reported() {
     // The idle fixture says "eu-central"; this bridge is registered in eu-west.

@@ -476,3 +476,27 @@ async fn rooms_stay_on_their_shard() {
             .starts_with("https://meet-us.example.com/")
     );
 }
+
+/// Changing or deleting a bridge or region of the config file is refused with the same
+/// error code, whichever route and method tried it.
+#[tokio::test]
+async fn config_entries_are_refused_alike() {
+    let options = secured().bridge("cfg-bridge", "eu-west", "http://127.0.0.1:9/");
+    let app = spawn_app(options).await;
+    let body = json!({"region": "eu-west", "url": "http://127.0.0.1:9/"});
+    let attempts = [
+        (Method::PUT, "/v1/bridges/cfg-bridge", Some(body)),
+        (Method::DELETE, "/v1/bridges/cfg-bridge", None),
+        (Method::DELETE, "/v1/regions/eu-central", None),
+    ];
+    for (method, path, body) in attempts {
+        let refused = call(&app, method.clone(), path, ADMIN, body).await;
+        assert_eq!(refused.status, 409, "{method} {path}: {}", refused.text);
+        let code = &refused.json["error"]["code"];
+        assert_eq!(
+            code, "managed_by_config",
+            "{method} {path}: {}",
+            refused.text
+        );
+    }
+}
