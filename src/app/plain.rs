@@ -136,24 +136,17 @@ impl Connection {
             if timer.deadline() > due {
                 timer.as_mut().reset(due);
             }
-            let mut taking = Taking::new(due, limits);
-            let read = loop {
-                tokio::select! {
-                    biased;
-                    read = stream.read(&mut input[filled..]) => break read,
-                    () = &mut timer => {
-                        let now = Instant::now();
-                        if now >= due {
-                            let Some(later) = taking.extended(&stream, now) else {
-                                return time_out(stream, filled, limits).await;
-                            };
-                            (due, deadline) = (later, Some(later));
-                        }
-                        timer.as_mut().reset(due);
-                    }
-                    () = &mut stopped => return,
-                }
+            let buffer = &mut input[filled..];
+            let waited = wait_for_head(&mut stream, buffer, timer.as_mut(), &mut due, limits);
+            let read = match tokio::select! {
+                biased;
+                waited = waited => waited,
+                () = &mut stopped => return,
+            } {
+                Some(read) => read,
+                None => return time_out(stream, filled, limits).await,
             };
+            deadline = Some(due);
             match read {
                 Ok(0) => return,
                 Ok(n) => filled += n,
@@ -161,6 +154,31 @@ impl Connection {
                     tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Reads more of a head into `buffer`; `None` once `due` has passed. `due` moves later
+/// while the client is still taking its last answers (see [`Taking`]).
+async fn wait_for_head(
+    stream: &mut TcpStream,
+    buffer: &mut [u8],
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    due: &mut Instant,
+    limits: Limits,
+) -> Option<io::Result<usize>> {
+    let mut taking = Taking::new(*due, limits);
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read(buffer) => return Some(read),
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= *due {
+                    *due = taking.extended(stream, now)?;
+                }
+                timer.as_mut().reset(*due);
             }
         }
     }
