@@ -204,13 +204,12 @@ fn cause(error: &sqlx::Error) -> String {
 /// its acquire timeout and then reports only the timeout; one direct attempt first says at
 /// once why the server cannot be used.
 async fn try_connect(url: &str) -> Result<(), Error> {
-    let server = url::Url::parse(url).ok().map_or_else(
-        || "named in store.url".to_owned(),
-        |u| {
-            let host = u.host_str().unwrap_or("localhost").to_owned();
-            format!("{host}:{}", u.port().unwrap_or(5432))
-        },
-    );
+    // A URL without a host (a Unix socket given as a parameter) is named by the setting.
+    let parsed = url::Url::parse(url).ok();
+    let server = parsed
+        .as_ref()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(5432))))
+        .unwrap_or_else(|| "named in store.url".to_owned());
     let failed = |cause: String| Error::Connect {
         server: server.clone(),
         cause,
