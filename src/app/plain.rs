@@ -79,6 +79,8 @@ impl Connection {
         let mut filled = 0;
         // When the head being read must be complete; set at its first wait.
         let mut deadline = None;
+        // How long a client still taking its answers may take, for the head being read.
+        let mut taking = None;
         // One timer and one shutdown watch for the connection's life, not a new timer
         // registered and removed for every read.
         let timer = tokio::time::sleep(limits.header_read_timeout);
@@ -118,7 +120,7 @@ impl Connection {
                 continue;
             }
             if used > 0 || filled == 0 {
-                deadline = None;
+                (deadline, taking) = (None, None);
             }
             if filled == input.len() && input.len() < most {
                 input.resize((input.len() * 2).min(most), 0);
@@ -136,8 +138,9 @@ impl Connection {
             if timer.deadline() > due {
                 timer.as_mut().reset(due);
             }
+            let taking = taking.get_or_insert_with(|| Taking::new(due, limits));
             let buffer = &mut input[filled..];
-            let waited = wait_for_head(&mut stream, buffer, timer.as_mut(), &mut due, limits);
+            let waited = wait_for_head(&mut stream, buffer, timer.as_mut(), &mut due, taking);
             let read = match tokio::select! {
                 biased;
                 waited = waited => waited,
@@ -166,9 +169,8 @@ async fn wait_for_head(
     buffer: &mut [u8],
     mut timer: Pin<&mut tokio::time::Sleep>,
     due: &mut Instant,
-    limits: Limits,
+    taking: &mut Taking,
 ) -> Option<io::Result<usize>> {
-    let mut taking = Taking::new(*due, limits);
     loop {
         tokio::select! {
             biased;
@@ -186,15 +188,23 @@ async fn wait_for_head(
 
 /// A client still taking its last answers when its head deadline passes: the kernel holds
 /// bytes of them that the client has not received (it reads slowly, or pipelined more than
-/// the socket buffers hold). Its wait is checked again every quarter timeout, for at most the
-/// write timeout (what a blocked write would get); once the kernel holds none, the client has
-/// a whole head timeout from then to ask again.
+/// the socket buffers hold). Its wait is checked again every quarter timeout. Like a blocked
+/// write, it may go on while the client takes some of them within each write timeout, for
+/// at most eight write timeouts in all; once the kernel holds none, the client has a whole
+/// head timeout from then to ask again. One `Taking` lasts for the whole head, so a head
+/// sent a byte at a time cannot renew it.
 // Known limit: answers already in the client's own receive buffer count as taken, so a
 // client with a large receive buffer that reads slowly can still find the connection closed
 // after them.
 struct Taking {
+    /// Without progress, the wait ends here.
     until: Instant,
+    /// The wait ends here in any case.
+    last: Instant,
+    /// Bytes the kernel held at the last check.
+    queued: usize,
     limits: Limits,
+    /// Set while answers were still on their way at the last check.
     was: bool,
 }
 
@@ -202,6 +212,8 @@ impl Taking {
     fn new(due: Instant, limits: Limits) -> Taking {
         Taking {
             until: due + limits.write_timeout,
+            last: due + limits.write_timeout * 8,
+            queued: usize::MAX,
             limits,
             was: false,
         }
@@ -209,31 +221,40 @@ impl Taking {
 
     /// The new deadline of a head whose deadline passed at `now`, or `None` to end the wait.
     fn extended(&mut self, stream: &TcpStream, now: Instant) -> Option<Instant> {
-        let timeout = self.limits.header_read_timeout;
-        if now < self.until && still_sending(stream) {
-            self.was = true;
-            return Some(now + timeout / 4);
+        let queued = queued_bytes(stream);
+        if queued == 0 {
+            let timeout = self.limits.header_read_timeout;
+            return std::mem::take(&mut self.was).then_some(now + timeout);
         }
-        std::mem::take(&mut self.was).then_some(now + timeout)
+        if queued < self.queued {
+            self.until = (now + self.limits.write_timeout).min(self.last);
+        }
+        self.queued = queued;
+        self.was = true;
+        (now < self.until).then_some(now + self.limits.header_read_timeout / 4)
     }
 }
 
-/// True when the kernel still holds answer bytes for the client: not sent yet, or not yet
-/// acknowledged by the client's side.
+/// Answer bytes the kernel still holds for the client: not sent yet, or not yet
+/// acknowledged by the client's side; 0 when it cannot say.
 #[cfg(target_os = "linux")]
-fn still_sending(stream: &TcpStream) -> bool {
+fn queued_bytes(stream: &TcpStream) -> usize {
     use std::os::fd::AsRawFd;
     let mut queued: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int through the pointer, which
     // points at a live local; the descriptor stays open while `stream` is borrowed.
     let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &raw mut queued) };
-    done == 0 && queued > 0
+    if done == 0 {
+        usize::try_from(queued).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Elsewhere the queue is not asked: the head deadline is kept as it is.
 #[cfg(not(target_os = "linux"))]
-fn still_sending(_: &TcpStream) -> bool {
-    false
+fn queued_bytes(_: &TcpStream) -> usize {
+    0
 }
 
 /// Ends a connection whose head stopped arriving: a 408 when part of one came, so the

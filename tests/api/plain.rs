@@ -449,16 +449,7 @@ async fn busy_connections_outlive_the_head_timeout() {
 async fn slow_readers_keep_their_connection() {
     let options = Options::default().env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300");
     let app = spawn_app(options).await;
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .set_recv_buffer_size(4096)
-        .expect("a small receive buffer");
-    let address = app.addr().parse().expect("an address");
-    let stream = socket.connect(address).await.expect("connect");
-    let mut wire = Wire {
-        stream,
-        pending: Vec::new(),
-    };
+    let mut wire = narrow_wire(&app).await;
     wire.send(select("81.2.69.142").repeat(200)).await;
     let started = Instant::now();
     for _ in 0..200 {
@@ -472,6 +463,72 @@ async fn slow_readers_keep_their_connection() {
     );
     wire.send(select("8.8.8.8")).await;
     assert_selected(&wire.reply().await, "us-west");
+}
+
+/// A connection with a small receive buffer, so that answers wait in the kernel.
+async fn narrow_wire(app: &App) -> Wire {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let address = app.addr().parse().expect("an address");
+    let stream = socket.connect(address).await.expect("connect");
+    Wire {
+        stream,
+        pending: Vec::new(),
+    }
+}
+
+/// A reader that keeps taking its answers, slowly, for several write timeouts keeps its
+/// connection: the wait for its next head goes on while it makes progress.
+#[tokio::test]
+async fn steady_slow_readers_outlast_the_write_timeout() {
+    let options = Options::default()
+        .env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300")
+        .env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500");
+    let app = spawn_app(options).await;
+    let mut wire = narrow_wire(&app).await;
+    wire.send(select("81.2.69.142").repeat(120)).await;
+    let started = Instant::now();
+    for _ in 0..120 {
+        assert_selected(&wire.reply().await, "eu-west");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let reading = started.elapsed();
+    assert!(
+        reading > Duration::from_millis(1_600),
+        "read too fast to test: {reading:?}"
+    );
+    wire.send(select("8.8.8.8")).await;
+    assert_selected(&wire.reply().await, "us-west");
+}
+
+/// A client that leaves its answers unread while it sends a head a byte at a time cannot
+/// hold the connection: it is closed about a head and a write timeout after the answers.
+#[tokio::test]
+async fn trickled_heads_do_not_renew_the_wait() {
+    let options = Options::default()
+        .env("GEOBRIDGE_HEADER_READ_TIMEOUT_MS", "300")
+        .env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500");
+    let app = spawn_app(options).await;
+    let mut wire = narrow_wire(&app).await;
+    wire.send(select("81.2.69.142").repeat(5)).await;
+    let started = Instant::now();
+    let head = format!("GET /healthz HTTP/1.1\r\nx-pad: {}", "a".repeat(500));
+    let mut closed = false;
+    for byte in head.as_bytes().chunks(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed = wire.stream.write_all(byte).await.is_err();
+        if closed || started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let held = started.elapsed();
+    assert!(closed, "a trickled head held the connection for {held:?}");
+    assert!(
+        held < Duration::from_millis(3_000),
+        "closed too late: {held:?}"
+    );
 }
 
 /// Bytes that are not HTTP/1.1 get a 400 JSON error naming what to send, after the
