@@ -389,14 +389,22 @@ const SECRET_SETTINGS: [&str; 4] = [
     "store.url",
 ];
 
-/// `text` with every double-quoted part replaced by `"<hidden>"`.
+/// `text` with every part quoted in double quotes or backticks replaced by `<hidden>`: the
+/// deserialiser quotes strings one way and numbers the other.
 fn hide_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for (i, part) in text.split('"').enumerate() {
-        if i > 0 {
-            out.push('"');
+    let mut open = None;
+    for c in text.chars() {
+        match open {
+            Some(quote) if c == quote => open = None,
+            Some(_) => continue,
+            None if c == '"' || c == '`' => open = Some(c),
+            None => {}
         }
-        out.push_str(if i % 2 == 1 { "<hidden>" } else { part });
+        out.push(c);
+        if open == Some(c) {
+            out.push_str("<hidden>");
+        }
     }
     out
 }
@@ -668,6 +676,18 @@ mod tests {
             .0;
         assert!(problems[0].starts_with("server.lobby_credentials: invalid type"));
         assert!(!problems[0].contains("lobby-secret"), "{}", problems[0]);
+        for value in ["123456789", "1234.5678", "true"] {
+            let text = format!("[jitsi]\napp_secret = {value}\n");
+            let problems = Settings::parse("f.toml".into(), &text, &HashMap::new())
+                .expect_err("refused")
+                .0;
+            let problem = &problems[0];
+            assert!(
+                problem.starts_with("jitsi.app_secret: invalid type"),
+                "{problem}"
+            );
+            assert!(!problem.contains(value), "{problem}");
+        }
     }
 
     /// Several problems are reported together, each naming its setting.
@@ -696,12 +716,22 @@ mod tests {
         let e = env(&[("JITSI_URL", "https://admin:hunter2@meet.test/")]);
         let problems = Settings::load(None, &e).expect_err("invalid").0;
         let all = problems.join("\n");
-        assert!(
-            all.contains("jitsi.url: must not hold a user name or password"),
-            "{all}"
-        );
+        assert!(all.contains("jitsi.url: must not hold '@'"), "{all}");
         assert!(!all.contains("hunter2"), "{all}");
-        assert!(check_web_url("https://meet.test/path@x").is_ok());
+        for hidden in [
+            "https://bob:12/34@meet.test/",
+            "https://bob:pa?ss@meet.test/",
+            "https://meet.test/path@x",
+        ] {
+            let why = check_web_url(hidden).expect_err(hidden);
+            assert!(!why.contains("bob") && !why.contains("path@"), "{why}");
+        }
+        assert!(check_web_url("https://meet.test/path%40x").is_ok());
+        let why = check_web_url("https://:8443/").expect_err("no host");
+        assert!(
+            why.contains("is not a URL") || why.contains("has no host"),
+            "{why}"
+        );
     }
 
     /// Every environment variable names a setting that exists.

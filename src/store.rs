@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
@@ -179,14 +179,58 @@ pub fn sqlite_url(state_dir: &Path) -> String {
 /// What is wrong with `url` as a database URL, found without connecting. The URL itself is
 /// not quoted: it may hold a password.
 pub fn url_problem(url: &str) -> Option<String> {
-    let parsed = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        PgConnectOptions::from_str(url).err()?
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        postgres_problem(url)
     } else if url.starts_with("sqlite:") {
-        SqliteConnectOptions::from_str(url).err()?
+        Some(cause(&SqliteConnectOptions::from_str(url).err()?))
     } else {
-        return Some("use a postgres:// or sqlite:// URL".to_owned());
+        Some("use a postgres:// or sqlite:// URL".to_owned())
+    }
+}
+
+/// What is wrong with a PostgreSQL URL: one that does not parse, one whose host was found
+/// inside a password, or one that asks for TLS, which this build does not have.
+fn postgres_problem(url: &str) -> Option<String> {
+    // Where a password holds '/', '?' or '#', the parser ends the host there and the rest,
+    // with its '@', lands in the path, query or fragment.
+    let after_host = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let at = after_host.find('@');
+    if at
+        .zip(after_host.find(['/', '?', '#']))
+        .is_some_and(|(at, end)| at > end)
+    {
+        return Some(
+            "an '@' after the host: a password holding '/', '?' or '#' must write them \
+             percent-encoded (%2F, %3F, %23), as must an '@' elsewhere (%40)"
+                .to_owned(),
+        );
+    }
+    let options = match PgConnectOptions::from_str(url) {
+        Ok(options) => options,
+        Err(error) => return Some(cause(&error)),
     };
-    Some(cause(&parsed))
+    let tls = !matches!(
+        options.get_ssl_mode(),
+        PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+    );
+    // Known shortcoming: sqlx is built without TLS here, so the connection to PostgreSQL
+    // is plain; reach a remote server through a trusted network or a tunnel.
+    tls.then(|| {
+        "sslmode asks for TLS, which this build of geobridge cannot speak to PostgreSQL; \
+         use sslmode=disable or prefer over a trusted network or a tunnel"
+            .to_owned()
+    })
+}
+
+/// The server a PostgreSQL URL names, for messages: `host:port`, or the socket's path.
+fn server_of(url: &str) -> String {
+    match PgConnectOptions::from_str(url) {
+        Ok(options) => match options.get_socket() {
+            Some(socket) => format!("socket {}", socket.display()),
+            None => format!("{}:{}", options.get_host(), options.get_port()),
+        },
+        Err(_) => "named in store.url".to_owned(),
+    }
 }
 
 /// `error`'s message without the wrapping that repeats "error with configuration".
@@ -204,12 +248,7 @@ fn cause(error: &sqlx::Error) -> String {
 /// its acquire timeout and then reports only the timeout; one direct attempt first says at
 /// once why the server cannot be used.
 async fn try_connect(url: &str) -> Result<(), Error> {
-    // A URL without a host (a Unix socket given as a parameter) is named by the setting.
-    let parsed = url::Url::parse(url).ok();
-    let server = parsed
-        .as_ref()
-        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(5432))))
-        .unwrap_or_else(|| "named in store.url".to_owned());
+    let server = server_of(url);
     let failed = |cause: String| Error::Connect {
         server: server.clone(),
         cause,
@@ -723,4 +762,25 @@ fn room(row: &AnyRow) -> Result<RoomRecord, Error> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages name the server sqlx would reach, never the user or password.
+    #[test]
+    fn servers_are_named_without_credentials() {
+        let named = server_of("postgres://bob:pw@db.example:6543/x");
+        assert_eq!(named, "db.example:6543");
+        let named = server_of("postgres://bob:pw@%2Fvar%2Frun%2Fpostgresql/x");
+        assert_eq!(named, "socket /var/run/postgresql");
+        assert_eq!(
+            url_problem("postgres://bob:pw@db/x?application_name=a"),
+            None
+        );
+        assert_eq!(url_problem("postgres://db/x?sslmode=prefer"), None);
+        let problem = url_problem("postgres://bob:1/pw@db/x").expect("refused");
+        assert!(problem.starts_with("an '@' after the host"), "{problem}");
+    }
 }

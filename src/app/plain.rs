@@ -478,7 +478,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// What makes the body's length unknowable (RFC 9112, 6.3): a `Content-Length` that is not
-/// one decimal number, two that differ, or a `Transfer-Encoding` that does not end in
+/// one plain decimal number or is sent twice, or a `Transfer-Encoding` that does not end in
 /// `chunked`. Such a request cannot be answered, nor the next one found after it.
 fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
     let named = |name: &'static str| {
@@ -487,17 +487,15 @@ fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
-    let mut lengths = named("content-length").flat_map(|v| v.split(|&b| b == b','));
-    if let Some(first) = lengths.next() {
-        let first = first.trim_ascii();
-        let number = !first.is_empty() && first.iter().all(u8::is_ascii_digit);
-        if !number || lengths.any(|other| other.trim_ascii() != first) {
-            return Some(
-                "Content-Length must be one decimal number, sent once; send the body's length \
-                 in bytes, or no Content-Length without a body"
-                    .to_owned(),
-            );
-        }
+    let mut lengths = named("content-length");
+    if let Some(first) = lengths.next()
+        && (!plain_length(first) || lengths.next().is_some())
+    {
+        return Some(
+            "Content-Length must be one decimal number of at most 18 digits, sent once; send \
+             the body's length in bytes, or no Content-Length without a body"
+                .to_owned(),
+        );
     }
     let last_coding = named("transfer-encoding")
         .flat_map(|v| v.split(|&b| b == b','))
@@ -511,6 +509,13 @@ fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
         );
     }
     None
+}
+
+/// True for a Content-Length value that is one plain decimal number, short enough that no
+/// parser on the way can overflow on it (18 digits stay below 2^63).
+fn plain_length(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    (1..=18).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
 }
 
 /// The head of an HTTP/1.1 request that keeps the connection and sends no body.

@@ -208,28 +208,24 @@ fn feature_problems(features: &BTreeMap<String, bool>) -> Vec<String> {
 
 /// Checks a Jitsi web URL: http(s), a host, no user or password, no query or fragment.
 pub fn check_web_url(url: &str) -> Result<(), String> {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    if after_scheme
-        .split('/')
-        .next()
-        .is_some_and(|host| host.contains('@'))
-    {
-        // Not quoted: the part before '@' may be a password.
+    // Any '@' is refused, unquoted: where a password holds '/', '?' or '#', the parsed host
+    // and path are parts of the password, so no split of the text can tell them apart.
+    if url.contains('@') {
         return Err(
-            "must not hold a user name or password (an '@' before the host): the \
-                    links built from it are given to every user"
+            "must not hold '@': a user name or password in it would be given to every \
+                    user in the links; write an '@' of the path as %40"
                 .to_owned(),
         );
     }
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{url}' must start with https:// or http://"))?;
-    if rest.split('/').next().is_none_or(str::is_empty) {
-        return Err(format!("'{url}' has no host"));
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        return Err(format!("'{url}' must start with https:// or http://"));
     }
     if url.contains(['?', '#', ' ']) {
         return Err(format!("'{url}' must not have a query, fragment or spaces"));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' has no host"));
     }
     Ok(())
 }

@@ -161,6 +161,18 @@ fn bad_database_urls_are_found_by_check_config() {
             "\"bogus\"",
         ),
         ("sqlite:///tmp/geobridge-none.db?mode=bogus", "\"bogus\""),
+        (
+            "postgres://u:hunter2@127.0.0.1/db?sslmode=require",
+            "sslmode asks for TLS",
+        ),
+        (
+            "postgres://u:hunter2@127.0.0.1/db?sslmode=verify-full",
+            "sslmode asks for TLS",
+        ),
+        (
+            "postgres://u:19/hunter2@127.0.0.1/db",
+            "an '@' after the host",
+        ),
     ];
     for (url, expected) in cases {
         for command_name in ["check-config", "serve"] {
