@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::MAX_BODY_BYTES;
 use crate::select::Refusal;
+use crate::store;
 
 /// An error answer: status, a stable code and a message saying what to fix.
 #[derive(Debug)]
@@ -148,6 +149,50 @@ impl From<Refusal> for ApiError {
             "no_region",
             refusal.to_string(),
         )
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(error: store::Error) -> ApiError {
+        match error {
+            store::Error::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            managed @ store::Error::ManagedByConfig { .. } => {
+                let message = managed.to_string();
+                ApiError::new(StatusCode::CONFLICT, "managed_by_config", message)
+            }
+            store::Error::Database(cause) if unreachable(&cause) => {
+                tracing::error!(%cause, "the database cannot be reached; request refused");
+                let message = "the database cannot be reached just now; retry shortly";
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    message,
+                )
+            }
+            other => ApiError::internal(&other.to_string()),
+        }
+    }
+}
+
+/// True for errors that say the database server is out of reach (down, restarting, cut
+/// off), not that the request or the data was wrong.
+/// SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutting
+/// down, starting up, connection terminated) count as out of reach.
+fn unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        other => matches!(
+            other,
+            sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed
+        ),
     }
 }
 

@@ -162,17 +162,6 @@ pub struct AdminStateInput {
     pub admin_state: AdminState,
 }
 
-fn store_error(error: store::Error) -> ApiError {
-    match error {
-        store::Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-        managed @ store::Error::ManagedByConfig { .. } => {
-            let message = managed.to_string();
-            ApiError::new(StatusCode::CONFLICT, "managed_by_config", message)
-        }
-        other => ApiError::internal(&other.to_string()),
-    }
-}
-
 fn parse_id<T>(
     parse: fn(&str) -> Result<T, catalog::InvalidId>,
     text: &str,
@@ -220,7 +209,7 @@ fn not_found(what: &str, id: &str) -> ApiError {
 }
 
 async fn registry(state: &Shared) -> Result<Registry, ApiError> {
-    state.store.registry().await.map_err(store_error)
+    state.store.registry().await.map_err(ApiError::from)
 }
 
 /// Checks that `registry` would make a valid catalog with the config's pins and shards.
@@ -310,7 +299,11 @@ pub async fn put_region(
         updated_at: 0,
     });
     check_catalog(&state, &proposed)?;
-    let put = state.store.put_region(&region).await.map_err(store_error)?;
+    let put = state
+        .store
+        .put_region(&region)
+        .await
+        .map_err(ApiError::from)?;
     state.refresh_catalog().await;
     let view = views(&state, registry(&state).await?)
         .into_iter()
@@ -352,7 +345,11 @@ pub async fn delete_region(
     }
     proposed.regions.retain(|r| r.item.id != id);
     check_catalog(&state, &proposed)?;
-    let deleted = state.store.delete_region(&id).await.map_err(store_error)?;
+    let deleted = state
+        .store
+        .delete_region(&id)
+        .await
+        .map_err(ApiError::from)?;
     state.refresh_catalog().await;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -414,7 +411,11 @@ pub async fn put_bridge(
         updated_at: 0,
     });
     check_catalog(&state, &proposed)?;
-    let put = state.store.put_bridge(&bridge).await.map_err(store_error)?;
+    let put = state
+        .store
+        .put_bridge(&bridge)
+        .await
+        .map_err(ApiError::from)?;
     state.refresh_catalog().await;
     Ok((
         put_status(put),
@@ -434,7 +435,7 @@ pub async fn patch_bridge(
         .store
         .set_admin_state(&id, input.admin_state)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     if !changed {
         return Err(not_found("bridge", id.as_str()));
     }
@@ -449,7 +450,11 @@ pub async fn delete_bridge(
     PathParam(id): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(BridgeId::parse, &id)?;
-    let deleted = state.store.delete_bridge(&id).await.map_err(store_error)?;
+    let deleted = state
+        .store
+        .delete_bridge(&id)
+        .await
+        .map_err(ApiError::from)?;
     state.refresh_catalog().await;
     if deleted {
         Ok(StatusCode::NO_CONTENT)

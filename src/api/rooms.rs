@@ -86,11 +86,7 @@ pub(super) async fn create_room(
         created_at: now,
         expires_at: now.saturating_add(seconds(state.settings.rooms.lifetime_seconds)),
     };
-    state
-        .store
-        .insert_room(&record)
-        .await
-        .map_err(|e| ApiError::internal(&e.to_string()))?;
+    state.store.insert_room(&record).await?;
     let host = (&body.user, token::Role::Host);
     let created = issue(&state, host, room, shard, (location, decision), now).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -120,12 +116,10 @@ pub(super) async fn add_participant(
     let ip = client_ip(&state, body.client_ip.as_deref(), peer, &headers)?;
     let now = store::now_seconds();
     let record = state.store.live_room(room.as_str(), now).await;
-    let record = record
-        .map_err(|e| ApiError::internal(&e.to_string()))?
-        .ok_or_else(|| {
-            let message = format!("no room '{room}', or it has expired; create a new room");
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_room", message)
-        })?;
+    let record = record?.ok_or_else(|| {
+        let message = format!("no room '{room}', or it has expired; create a new room");
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_room", message)
+    })?;
     let catalog = state.catalog.load_full();
     let on_shard = catalog.within_shard(&record.shard).ok_or_else(|| {
         let message = format!(

@@ -411,3 +411,67 @@ async fn concurrent_writes_on_sqlite() {
     assert_eq!(registry.regions.len(), 1 + 16);
     assert_eq!(registry.bridges.len(), 6);
 }
+
+/// A TCP relay on 127.0.0.1 to `target`: every connection through it ends when the task
+/// running it is aborted, and its port refuses connections until a relay listens again.
+fn relay(listener: tokio::net::TcpListener, target: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            links.spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    })
+}
+
+/// While PostgreSQL is out of reach, writes get a 503 `store_unavailable` that says to
+/// retry, selections go on from memory, and once the database is back writes succeed
+/// again without a restart.
+// The relay runs on its own worker: starting the app blocks the test's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_a_503_until_it_returns() {
+    let direct = url::Url::parse(&fresh_postgres_database().await).expect("a URL");
+    let target = format!(
+        "{}:{}",
+        direct.host_str().expect("a host"),
+        direct.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let mut through = direct.clone();
+    through.set_port(Some(port)).expect("a port");
+    let mut link = relay(listener, target.clone());
+    let options = Options::default()
+        .env("GEOBRIDGE_ADMIN_CREDENTIALS", ADMIN)
+        .env("GEOBRIDGE_LOBBY_CREDENTIALS", LOBBY)
+        .env("GEOBRIDGE_DATABASE_URL", through.as_str());
+    let app = spawn_app(options).await;
+    let host = json!({"user": {"id": "h", "name": "Host"}, "client_ip": "81.2.69.142"});
+    let create = || app.authed(Method::POST, "/v1/rooms", LOBBY).json(&host);
+    assert_eq!(app.send(create()).await.status, 201);
+
+    link.abort();
+    let _ = (&mut link).await;
+    let refused = app.send(create()).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert_eq!(refused.json["error"]["code"], "store_unavailable");
+    let select = app.authed(Method::GET, "/v1/regions/select?ip=8.8.8.8", LOBBY);
+    let selected = app.send(select).await;
+    assert_eq!(selected.json["region"], "us-west", "{}", selected.text);
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the relay's port again");
+    let _link = relay(listener, target);
+    app.wait_until(15, "rooms are created again", || async {
+        app.send(create()).await.status == 201
+    })
+    .await;
+}
