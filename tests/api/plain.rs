@@ -197,9 +197,9 @@ async fn a_thousand_pipelined_selections_are_all_answered() {
 }
 
 /// Sends `count` copies of `request` from a task of its own (so a server that stops
-/// reading cannot block the test), waits `idle`, then reads until the server closes:
-/// the answers that arrived.
-async fn flood_unread(app: &App, request: String, count: usize, idle: Duration) -> usize {
+/// reading cannot block the test), reads nothing until the server has stopped answering
+/// (see [`wait_for_stall`]), then reads until the server closes: the answers that arrived.
+async fn flood_unread(app: &App, request: String, count: usize) -> usize {
     // A fixed small receive buffer: an autotuned one can grow to hold every answer.
     let stream = narrow_wire(app).await.stream;
     let (mut reader, mut writer) = stream.into_split();
@@ -208,7 +208,7 @@ async fn flood_unread(app: &App, request: String, count: usize, idle: Duration) 
         let _ = writer.write_all(batch.as_bytes()).await;
         writer
     });
-    tokio::time::sleep(idle).await;
+    wait_for_stall(app).await;
     let mut received = Vec::new();
     let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut received)).await;
     // A reset after the server gave up is an ending too.
@@ -217,6 +217,25 @@ async fn flood_unread(app: &App, request: String, count: usize, idle: Duration) 
     String::from_utf8_lossy(&received)
         .matches("HTTP/1.1 200 OK")
         .count()
+}
+
+/// Waits until the count of answered selections has not moved for 1.5 s: three request
+/// timeouts of the test below, so an answer blocked by then has been given up on. Timed
+/// by the server's own count, not a fixed pause, since a loaded machine answers slowly.
+async fn wait_for_stall(app: &App) {
+    let answered = || async {
+        let metrics = app.get("/metrics").await.text;
+        let labels = ["route=\"/v1/regions/select\"", "status=\"200\""];
+        sample(&metrics, "geobridge_http_requests_total", &labels)
+    };
+    let (mut last, mut since) = (answered().await, Instant::now());
+    while since.elapsed() < Duration::from_millis(1_500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = answered().await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 /// Selections sent unread: their answers (about 9 MB) are more than the sending socket
@@ -229,14 +248,13 @@ const FLOOD: usize = 5000;
 #[tokio::test]
 async fn clients_that_never_read_are_disconnected() {
     let app = spawn_app(Options::default().env("GEOBRIDGE_REQUEST_TIMEOUT_MS", "500")).await;
-    let idle = Duration::from_millis(2000);
-    let answers = flood_unread(&app, select("8.8.8.8"), FLOOD, idle).await;
+    let answers = flood_unread(&app, select("8.8.8.8"), FLOOD).await;
     assert!(
         answers < FLOOD,
         "all {answers} plain answers arrived: none held back"
     );
     let router_form = select_with("8%2E8.8.8", "");
-    let answers = flood_unread(&app, router_form, FLOOD, idle).await;
+    let answers = flood_unread(&app, router_form, FLOOD).await;
     assert!(
         answers < FLOOD,
         "all {answers} router answers arrived: none held back"
