@@ -368,10 +368,10 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-/// A TOML syntax error by line and column, without the parser's quote of the line, which
-/// could hold a secret.
+/// A TOML syntax error by line and column, without the parser's quote of the line or of a
+/// value (a number too large for TOML, say), either of which could hold a secret.
 fn syntax_problem(source: &str, text: &str, error: &toml::de::Error) -> String {
-    let what = error.message().trim().replace('\n', "; ");
+    let what = hide_quoted(&error.message().trim().replace('\n', "; "), 3);
     let Some(at) = error.span().map(|span| span.start.min(text.len())) else {
         return format!("config file {source}: {what}");
     };
@@ -389,23 +389,30 @@ const SECRET_SETTINGS: [&str; 4] = [
     "store.url",
 ];
 
-/// `text` with every part quoted in double quotes or backticks replaced by `<hidden>`: the
-/// deserialiser quotes strings one way and numbers the other.
-fn hide_quoted(text: &str) -> String {
+/// `text` with every part quoted in double quotes or backticks replaced by `<hidden>`,
+/// unless it is at most `kept` characters long: the deserialiser quotes strings one way
+/// and numbers the other, the parser also quotes the punctuation it expected (`=`).
+fn hide_quoted(text: &str, kept: usize) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut open = None;
-    for c in text.chars() {
-        match open {
-            Some(quote) if c == quote => open = None,
-            Some(_) => continue,
-            None if c == '"' || c == '`' => open = Some(c),
-            None => {}
-        }
-        out.push(c);
-        if open == Some(c) {
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..=open];
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
             out.push_str("<hidden>");
-        }
+            return out;
+        };
+        let inner = &after[..close];
+        out.push_str(if inner.chars().count() <= kept {
+            inner
+        } else {
+            "<hidden>"
+        });
+        out.push_str(quote);
+        rest = &after[close + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -423,7 +430,7 @@ fn section_problem(name: &str, error: &str, env: &HashMap<String, String>) -> St
     let secret = SECRET_SETTINGS.contains(&setting.as_str());
     let mut what = what.replace('\n', " ");
     if secret {
-        what = hide_quoted(&what);
+        what = hide_quoted(&what, 0);
     }
     let Some(&(variable, _, _)) = ENV
         .iter()
@@ -676,16 +683,16 @@ mod tests {
             .0;
         assert!(problems[0].starts_with("server.lobby_credentials: invalid type"));
         assert!(!problems[0].contains("lobby-secret"), "{}", problems[0]);
-        for value in ["123456789", "1234.5678", "true"] {
+        for value in ["123456789", "1234.5678", "true", "123456789012345678901"] {
             let text = format!("[jitsi]\napp_secret = {value}\n");
             let problems = Settings::parse("f.toml".into(), &text, &HashMap::new())
                 .expect_err("refused")
                 .0;
             let problem = &problems[0];
-            assert!(
-                problem.starts_with("jitsi.app_secret: invalid type"),
-                "{problem}"
-            );
+            // Too large for TOML, the last is refused by the parser, before the setting.
+            let named = problem.starts_with("jitsi.app_secret: invalid type")
+                || problem.starts_with("config file f.toml, line 2, column 14: invalid type");
+            assert!(named, "{problem}");
             assert!(!problem.contains(value), "{problem}");
         }
     }
@@ -727,6 +734,8 @@ mod tests {
             assert!(!why.contains("bob") && !why.contains("path@"), "{why}");
         }
         assert!(check_web_url("https://meet.test/path%40x").is_ok());
+        let why = check_web_url("https://meet.test/a\nb").expect_err("a newline");
+        assert!(why.contains("'https://meet.test/a\\nb'"), "{why}");
         let why = check_web_url("https://:8443/").expect_err("no host");
         assert!(
             why.contains("is not a URL") || why.contains("has no host"),

@@ -62,15 +62,14 @@ pub enum Error {
     #[error("store.url: {0}")]
     BadUrl(String),
     /// The database server could not be reached, or refused the login.
-    #[error(
-        "cannot connect to the database server {server}: {cause}; start it, or correct \
-         store.url (GEOBRIDGE_DATABASE_URL)"
-    )]
+    #[error("cannot connect to the database server {server}: {cause}; {advice}")]
     Connect {
         /// Host and port, without credentials.
         server: String,
         /// What went wrong.
         cause: String,
+        /// What to do about it.
+        advice: &'static str,
     },
 }
 
@@ -209,6 +208,9 @@ fn postgres_problem(url: &str) -> Option<String> {
         Ok(options) => options,
         Err(error) => return Some(cause(&error)),
     };
+    if options.get_port() == 0 && options.get_socket().is_none() {
+        return Some("port 0 cannot be connected to; give the server's port (5432)".to_owned());
+    }
     let tls = !matches!(
         options.get_ssl_mode(),
         PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
@@ -234,12 +236,15 @@ fn server_of(url: &str) -> String {
 }
 
 /// `error`'s message without the wrapping that repeats "error with configuration".
+/// A server's own refusal is given as its message alone, without sqlx's prefix and the
+/// line of PostgreSQL's source that raised it.
 fn cause(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Configuration(inner) => match inner.downcast_ref::<sqlx::Error>() {
             Some(nested) => cause(nested),
             None => inner.to_string(),
         },
+        sqlx::Error::Database(refusal) => format!("the server said: {}", refusal.message()),
         other => other.to_string(),
     }
 }
@@ -249,21 +254,30 @@ fn cause(error: &sqlx::Error) -> String {
 /// once why the server cannot be used.
 async fn try_connect(url: &str) -> Result<(), Error> {
     let server = server_of(url);
-    let failed = |cause: String| Error::Connect {
+    let failed = |cause: String, advice| Error::Connect {
         server: server.clone(),
         cause,
+        advice,
     };
+    let unreachable = "start it, or correct the host and port in store.url \
+                       (GEOBRIDGE_DATABASE_URL)";
     match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
         Ok(Ok(connection)) => {
             // Closing politely is a courtesy to the server; the check already passed.
             let _ = connection.close().await;
             Ok(())
         }
-        Ok(Err(error)) => Err(failed(cause(&error))),
-        Err(_) => Err(failed(format!(
-            "no answer within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ))),
+        // The server answered and refused: a user, password or database it does not have.
+        Ok(Err(error @ sqlx::Error::Database(_))) => Err(failed(
+            cause(&error),
+            "correct the user, password or database in store.url (GEOBRIDGE_DATABASE_URL), \
+             or create them on the server",
+        )),
+        Ok(Err(error)) => Err(failed(cause(&error), unreachable)),
+        Err(_) => {
+            let waited = CONNECT_TIMEOUT.as_secs();
+            Err(failed(format!("no answer within {waited} s"), unreachable))
+        }
     }
 }
 

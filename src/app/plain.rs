@@ -189,18 +189,15 @@ async fn wait_for_head(
 /// A client still taking its last answers when its head deadline passes: the kernel holds
 /// bytes of them that the client has not received (it reads slowly, or pipelined more than
 /// the socket buffers hold). Its wait is checked again every quarter timeout. Like a blocked
-/// write, it may go on while the client takes some of them within each write timeout, for
-/// at most eight write timeouts in all; once the kernel holds none, the client has a whole
-/// head timeout from then to ask again. One `Taking` lasts for the whole head, so a head
-/// sent a byte at a time cannot renew it.
+/// write, it goes on while the client takes some of them within each write timeout; once
+/// the kernel holds none, the client has a whole head timeout from then to ask again. One
+/// `Taking` lasts for the whole head, so a head sent a byte at a time cannot renew it.
 // Known limit: answers already in the client's own receive buffer count as taken, so a
 // client with a large receive buffer that reads slowly can still find the connection closed
 // after them.
 struct Taking {
     /// Without progress, the wait ends here.
     until: Instant,
-    /// The wait ends here in any case.
-    last: Instant,
     /// Bytes the kernel held at the last check.
     queued: usize,
     limits: Limits,
@@ -212,7 +209,6 @@ impl Taking {
     fn new(due: Instant, limits: Limits) -> Taking {
         Taking {
             until: due + limits.write_timeout,
-            last: due + limits.write_timeout * 8,
             queued: usize::MAX,
             limits,
             was: false,
@@ -227,7 +223,7 @@ impl Taking {
             return std::mem::take(&mut self.was).then_some(now + timeout);
         }
         if queued < self.queued {
-            self.until = (now + self.limits.write_timeout).min(self.last);
+            self.until = now + self.limits.write_timeout;
         }
         self.queued = queued;
         self.was = true;

@@ -220,8 +220,11 @@ pub fn check_web_url(url: &str) -> Result<(), String> {
     if !url.starts_with("https://") && !url.starts_with("http://") {
         return Err(format!("'{url}' must start with https:// or http://"));
     }
-    if url.contains(['?', '#', ' ']) {
-        return Err(format!("'{url}' must not have a query, fragment or spaces"));
+    if url.contains(|c: char| c == '?' || c == '#' || c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "'{}' must not have a query, fragment, spaces or control characters",
+            url.escape_debug()
+        ));
     }
     let parsed = url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL: {e}"))?;
     if parsed.host_str().is_none_or(str::is_empty) {

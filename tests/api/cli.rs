@@ -146,6 +146,31 @@ fn unreachable_database_is_named_at_once() {
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
 }
 
+/// A PostgreSQL server that answers but has no such database: start-up names what the
+/// server said, without sqlx's wrapping or PostgreSQL's source line, and says to correct
+/// the URL rather than to start the server.
+#[test]
+fn refused_logins_say_what_the_server_said() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = crate::helpers::postgres_server();
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    let out = command()
+        .env("GEOBRIDGE_STATE_DIR", dir.path().join("state"))
+        .env("GEOBRIDGE_LISTEN", "127.0.0.1:0")
+        .env("GEOBRIDGE_DATABASE_URL", format!("{base}/no_such_database"))
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = "the server said: database \"no_such_database\" does not exist; correct the user";
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(!stderr.contains(" at line "), "{stderr}");
+    assert!(!stderr.contains("start it"), "{stderr}");
+}
+
 /// Database URLs that serve would refuse are found by check-config too, without
 /// connecting and without quoting the password; serve names the same problem.
 #[test]
