@@ -132,19 +132,22 @@ async fn open_store(settings: &Settings) -> Result<Store, String> {
 async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Receiver<bool>) {
     let mut seen = state.store.version().await.unwrap_or(-1);
     let mut purged_at = tokio::time::Instant::now();
+    // Since when the store has not answered, if it has not.
+    let mut lost_at = None;
+    state.metrics.store_up.set(1);
     loop {
         tokio::select! {
             () = tokio::time::sleep(poll) => {}
             _ = stop.changed() => break,
         }
-        match state.store.version().await {
-            Ok(version) if version != seen => {
-                seen = version;
-                state.refresh_catalog().await;
-                tracing::debug!(version, "registry changed; catalog refreshed");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "registry version could not be read"),
+        let version = state.store.version().await;
+        lost_at = store_standing(&state, version.as_ref().err(), lost_at);
+        if let Ok(version) = version
+            && version != seen
+        {
+            seen = version;
+            state.refresh_catalog().await;
+            tracing::debug!(version, "registry changed; catalog refreshed");
         }
         if purged_at.elapsed() >= ROOM_PURGE_EVERY {
             purged_at = tokio::time::Instant::now();
@@ -154,6 +157,33 @@ async fn keep_in_sync(state: Arc<AppState>, poll: Duration, mut stop: watch::Rec
                 Err(error) => tracing::warn!(%error, "expired rooms could not be purged"),
             }
         }
+    }
+}
+
+/// Shows whether the store answered the last poll (`store_up`), logging only the changes:
+/// a warning when it stops answering, with the error, and when it answers again, after how
+/// long. Returns since when it has not answered.
+fn store_standing(
+    state: &AppState,
+    error: Option<&store::Error>,
+    lost_at: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    state.metrics.store_up.set(i64::from(error.is_none()));
+    match (error, lost_at) {
+        (Some(error), None) => {
+            tracing::warn!(%error, "the database cannot be reached; writes get 503 until it is");
+            Some(tokio::time::Instant::now())
+        }
+        (Some(error), Some(since)) => {
+            tracing::debug!(%error, "the database still cannot be reached");
+            Some(since)
+        }
+        (None, Some(since)) => {
+            let seconds = since.elapsed().as_secs();
+            tracing::info!(seconds, "the database can be reached again");
+            None
+        }
+        (None, None) => None,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub geo_reloads: IntCounterVec,
     /// 1 while the GeoIP database in service failed its full check at start-up.
     pub geo_damaged: IntGauge,
+    /// 1 while the last read of the registry's version from the store succeeded.
+    pub store_up: IntGauge,
     /// Requests refused because too many were in flight.
     pub overloaded: prometheus::IntCounter,
     /// Requests being served now (health and metrics routes not counted).
@@ -142,6 +144,10 @@ impl Metrics {
             geo_damaged: IntGauge::with_opts(opts(
                 "geo_database_damaged",
                 "1 while the GeoIP database in service failed its full check at start-up.",
+            ))?,
+            store_up: IntGauge::with_opts(opts(
+                "store_up",
+                "1 while the database answered the last poll of the registry, else 0.",
             ))?,
             overloaded: prometheus::IntCounter::with_opts(opts(
                 "requests_rejected_overload_total",
@@ -274,6 +280,7 @@ impl Metrics {
         r.register(Box::new(self.tokens.clone()))?;
         r.register(Box::new(self.geo_reloads.clone()))?;
         r.register(Box::new(self.geo_damaged.clone()))?;
+        r.register(Box::new(self.store_up.clone()))?;
         r.register(Box::new(self.overloaded.clone()))?;
         r.register(Box::new(self.in_flight.clone()))?;
         r.register(Box::new(self.bridge_up.clone()))?;

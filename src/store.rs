@@ -73,8 +73,12 @@ pub enum Error {
     },
 }
 
-/// How long the first connection to PostgreSQL may take, and a connection from the pool.
+/// How long the first connection to PostgreSQL may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request waits for a connection from the pool: well inside the request
+/// timeout (10 s by default), so a database out of reach is answered as such, soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Who owns an entry: the config file (re-seeded at start) or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -294,7 +298,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if postgres { 8 } else { 4 })
-            .acquire_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !postgres {

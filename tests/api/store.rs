@@ -465,6 +465,15 @@ async fn a_lost_database_is_a_503_until_it_returns() {
     let select = app.authed(Method::GET, "/v1/regions/select?ip=8.8.8.8", LOBBY);
     let selected = app.send(select).await;
     assert_eq!(selected.json["region"], "us-west", "{}", selected.text);
+    let store_up = |value: &'static str| {
+        let app = &app;
+        move || async move {
+            let metrics = app.get("/metrics").await.text;
+            metrics.contains(&format!("geobridge_store_up {value}"))
+        }
+    };
+    app.wait_until(10, "geobridge_store_up is 0", store_up("0"))
+        .await;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -474,4 +483,15 @@ async fn a_lost_database_is_a_503_until_it_returns() {
         app.send(create()).await.status == 201
     })
     .await;
+    app.wait_until(15, "geobridge_store_up is 1 again", store_up("1"))
+        .await;
+    for logged in [
+        "the database cannot be reached; writes get 503 until it is",
+        "the database can be reached again",
+    ] {
+        app.wait_until(5, logged, || async {
+            app.log.lock().expect("log").contains(logged)
+        })
+        .await;
+    }
 }
