@@ -305,18 +305,44 @@ impl Settings {
     }
 }
 
+/// Variables named `GEOBRIDGE_*` that geobridge does not read, sorted: most likely typos.
+pub fn unknown_variables(env: &HashMap<String, String>) -> Vec<&str> {
+    let mut unknown: Vec<&str> = env
+        .keys()
+        .map(String::as_str)
+        .filter(|name| name.starts_with("GEOBRIDGE_"))
+        .filter(|name| !ENV.iter().any(|(known, _, _)| known == name))
+        .filter(|name| !NOT_SETTINGS.contains(name))
+        .collect();
+    unknown.sort_unstable();
+    unknown
+}
+
+/// `GEOBRIDGE_*` variables read by something other than the settings.
+const NOT_SETTINGS: &[&str] = &["GEOBRIDGE_TEST_POSTGRES", "GEOBRIDGE_TEST_POSTGRES_PORT"];
+
 fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, problems: &mut Vec<String>) {
     for &(name, path, kind) in ENV {
         let Some(text) = env.get(name) else { continue };
         let value = match kind {
             Kind::Text => toml::Value::String(text.clone()),
-            Kind::List => toml::Value::Array(
-                text.split(',')
+            Kind::List => {
+                let entries: Vec<_> = text
+                    .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .map(|s| toml::Value::String(s.to_owned()))
-                    .collect(),
-            ),
+                    .collect();
+                // Unquoted: the entries may be credentials.
+                if entries.is_empty() && !text.trim().is_empty() {
+                    problems.push(format!(
+                        "{name}: holds no entries, only commas and spaces; give values \
+                         separated by commas, or unset it"
+                    ));
+                    continue;
+                }
+                toml::Value::Array(entries)
+            }
             Kind::Number => match number(text) {
                 Some(value) => value,
                 None => {
@@ -770,6 +796,36 @@ mod tests {
         let shown = format!("{s:?} {}", toml::to_string(&s).expect("serialises"));
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
         assert!(shown.contains("<set>"));
+    }
+
+    /// A list variable of commas alone is refused; a misspelt variable is found.
+    #[test]
+    fn empty_lists_and_unknown_variables() {
+        let e = env(&[("GEOBRIDGE_LOBBY_CREDENTIALS", " , ,")]);
+        let problems = Settings::load(None, &e).expect_err("refused").0;
+        assert!(problems[0].starts_with("GEOBRIDGE_LOBBY_CREDENTIALS: holds no entries"));
+        let e = env(&[
+            ("GEOBRIDGE_LISTEN", "127.0.0.1:1"),
+            ("GEOBRIDGE_LSTEN", "127.0.0.1:2"),
+            ("GEOBRIDGE_TEST_POSTGRES", "postgres://x"),
+        ]);
+        assert_eq!(unknown_variables(&e), ["GEOBRIDGE_LSTEN"]);
+    }
+
+    /// HS256 needs an app_secret of at least 32 bytes.
+    #[test]
+    fn hs256_secrets_are_long_enough() {
+        for (secret, refused) in [("", true), ("short", true), (&"k".repeat(32), false)] {
+            let e = env(&[
+                ("GEOBRIDGE_JITSI_AUTH", "hs256"),
+                ("GEOBRIDGE_JITSI_APP_SECRET", secret),
+            ]);
+            let problems = Settings::load(None, &e).err().map(|p| p.0.join("\n"));
+            let named = problems
+                .as_deref()
+                .is_some_and(|p| p.contains("jitsi.app_secret"));
+            assert_eq!(named, refused, "{secret:?}: {problems:?}");
+        }
     }
 
     /// Without `[[jitsi.keys]]`, the one key is `key_file` under `key_id`, signing.

@@ -65,6 +65,12 @@ fn main() -> ExitCode {
         Err(problems) => return bad_config(&problems),
     };
     init_logging(settings.server.log_format);
+    for name in geobridge::config::unknown_variables(&env) {
+        tracing::warn!(
+            variable = name,
+            "not a variable geobridge reads (a typo?); ignored"
+        );
+    }
     match cli.command {
         Command::Serve => serve(settings),
         Command::CheckConfig => {

@@ -121,11 +121,15 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        let message = format!(
+            "query string: {detail}; send each of the route's parameters once and no others \
+             (see /openapi.json)"
+        );
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
     }
 }
 

@@ -143,18 +143,28 @@ pub(super) fn jitsi_problems(jitsi: &Jitsi) -> Vec<String> {
     }
     problems.extend(key_problems(jitsi));
     problems.extend(feature_problems(&jitsi.features));
-    if jitsi.auth == Auth::Hs256
-        && jitsi
-            .app_secret
-            .as_ref()
-            .is_none_or(|s| s.expose().is_empty())
-    {
-        problems.push(
-            "jitsi.app_secret: HS256 needs Prosody's app_secret; set GEOBRIDGE_JITSI_APP_SECRET"
-                .to_owned(),
-        );
+    if jitsi.auth == Auth::Hs256 {
+        problems.extend(app_secret_problem(
+            jitsi.app_secret.as_ref().map(|s| s.expose()),
+        ));
     }
     problems
+}
+
+/// HS256 needs Prosody's app_secret, at least as long as the hash (RFC 7518, 3.2).
+fn app_secret_problem(secret: Option<&str>) -> Option<String> {
+    match secret.map_or(0, str::len) {
+        0 => Some(
+            "jitsi.app_secret: HS256 needs Prosody's app_secret; set GEOBRIDGE_JITSI_APP_SECRET"
+                .to_owned(),
+        ),
+        1..32 => Some(
+            "jitsi.app_secret: HS256 needs a secret of 32 bytes or more (RFC 7518, 3.2); make \
+             one with `openssl rand -hex 32` and give Prosody the same"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 fn key_problems(jitsi: &Jitsi) -> Vec<String> {

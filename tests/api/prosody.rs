@@ -114,7 +114,7 @@ fn prosody_config_prints_the_virtualhost() {
             "{line:?} missing:\n{stdout}"
         );
     }
-    let secret = "very-secret-app-secret";
+    let secret = "very-secret-app-secret-0123456789abcdef";
     let (ok, stdout, _) = run(command()
         .env("GEOBRIDGE_JITSI_AUTH", "hs256")
         .env("GEOBRIDGE_JITSI_APP_SECRET", secret)
