@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::http::{Limits, Server};
 use crate::api::{AppState, fast};
+use crate::metrics::Metrics;
 
 /// Most headers a plain request may have; more go to hyper.
 const MAX_HEADERS: usize = 32;
@@ -147,7 +148,7 @@ impl Connection {
                 () = &mut stopped => return,
             } {
                 Some(read) => read,
-                None => return time_out(stream, filled, limits).await,
+                None => return time_out(stream, filled, limits, &self.server.state.metrics).await,
             };
             deadline = Some(due);
             match read {
@@ -255,7 +256,7 @@ fn queued_bytes(_: &TcpStream) -> usize {
 
 /// Ends a connection whose head stopped arriving: a 408 when part of one came, so the
 /// client learns why; silently when it sent nothing since its last answer.
-async fn time_out(mut stream: TcpStream, received: usize, limits: Limits) {
+async fn time_out(mut stream: TcpStream, received: usize, limits: Limits, metrics: &Metrics) {
     if received == 0 {
         return;
     }
@@ -266,7 +267,7 @@ async fn time_out(mut stream: TcpStream, received: usize, limits: Limits) {
     );
     let error = fast::ApiError::new(StatusCode::REQUEST_TIMEOUT, "header_timeout", message);
     let mut out = Outgoing::default();
-    refusal(&mut out, &error);
+    refusal(&mut out, &error, metrics);
     if send(&mut stream, out.as_slice(), limits).await {
         linger(stream, limits).await;
     }
@@ -398,10 +399,8 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
             let message = "this server speaks HTTP/1.1 and HTTP/2; send 'HTTP/1.1' in the \
                            request line";
             let status = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
-            refusal(
-                out,
-                &fast::ApiError::new(status, "version_not_supported", message),
-            );
+            let error = fast::ApiError::new(status, "version_not_supported", message);
+            refusal(out, &error, &state.metrics);
             return Step::Refused;
         }
         Err(error) => {
@@ -410,13 +409,13 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
                  'GET /v1/regions/select?ip=203.0.113.7 HTTP/1.1' and valid headers"
             );
             let error = fast::ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message);
-            refusal(out, &error);
+            refusal(out, &error, &state.metrics);
             return Step::Refused;
         }
     };
     if let Some(problem) = framing_problem(request.headers) {
         let error = fast::ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", problem);
-        refusal(out, &error);
+        refusal(out, &error, &state.metrics);
         return Step::Refused;
     }
     let Some(head) = plain_head(&request) else {
@@ -455,8 +454,14 @@ fn asks_another_version(input: &[u8]) -> bool {
     parts.len() == 3 && parts[2].starts_with(b"HTTP/")
 }
 
-/// Appends `error`'s answer, with `connection: close`, after the answers already in `out`.
-fn refusal(out: &mut Outgoing, error: &fast::ApiError) {
+/// Appends `error`'s answer, with `connection: close`, after the answers already in `out`,
+/// and counts it.
+fn refusal(out: &mut Outgoing, error: &fast::ApiError, metrics: &Metrics) {
+    // No route was matched: counted as the router counts what matches none.
+    let status = error.status();
+    let labels = ["unmatched", "other", status.as_str()];
+    metrics.http_requests.with_label_values(&labels).inc();
+    tracing::debug!(status = status.as_u16(), "request refused before routing");
     let start = out.bytes.len();
     out.bytes.resize(start + HEAD_ROOM, 0);
     fast::write_error(&mut out.bytes, error);

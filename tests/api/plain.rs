@@ -560,7 +560,7 @@ async fn trickled_heads_do_not_renew_the_wait() {
 #[tokio::test]
 async fn malformed_requests_get_a_json_400() {
     let app = spawn_app(Options::default()).await;
-    for bad in [
+    let malformed = [
         "junk line\r\n\r\n",
         "GET /v1/regions/select?ip=8.8.8.8 x HTTP/1.1\r\n\r\n",
         "GET /v1/reg\u{1}ions HTTP/1.1\r\n\r\n",
@@ -572,7 +572,8 @@ async fn malformed_requests_get_a_json_400() {
         "GET /healthz HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
         "POST /v1/rooms HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-    ] {
+    ];
+    for bad in malformed {
         let mut wire = Wire::open(&app).await;
         wire.send(select("8.8.8.8") + bad).await;
         assert_selected(&wire.reply().await, "us-west");
@@ -591,6 +592,17 @@ async fn malformed_requests_get_a_json_400() {
     let mut wire = Wire::open(&app).await;
     wire.send(select("8.8.8.8")).await;
     assert_selected(&wire.reply().await, "us-west");
+    let metrics = app.get("/metrics").await.text;
+    let counted = |status| {
+        let labels = ["route=\"unmatched\"", "method=\"other\"", status];
+        sample(&metrics, "geobridge_http_requests_total", &labels)
+    };
+    assert_eq!(
+        counted("status=\"400\""),
+        malformed.len() as f64,
+        "{metrics}"
+    );
+    assert_eq!(counted("status=\"505\""), 1.0, "{metrics}");
 }
 
 /// Part of a head and then nothing: a 408 JSON error once the head timeout passes.
