@@ -539,7 +539,11 @@ fn from_table(
     let catalog = match Catalog::build(spec) {
         Ok(catalog) => catalog,
         Err(found) => {
-            problems.extend(found);
+            let fresh: Vec<String> = found
+                .into_iter()
+                .filter(|p| !repeats_jitsi_url(p, problems))
+                .collect();
+            problems.extend(fresh);
             return None;
         }
     };
@@ -566,6 +570,17 @@ fn from_table(
         catalog,
         origin: Origin::default(),
     })
+}
+
+/// True for the default shard's URL problem when `jitsi.url`, its source, already has it.
+fn repeats_jitsi_url(problem: &str, problems: &[String]) -> bool {
+    problem
+        .strip_prefix("shard 'default': url ")
+        .is_some_and(|why| {
+            problems
+                .iter()
+                .any(|p| p.strip_prefix("jitsi.url: ") == Some(why))
+        })
 }
 
 fn default_shard(jitsi: &Jitsi) -> Shard {
@@ -750,6 +765,7 @@ mod tests {
         let problems = Settings::load(None, &e).expect_err("invalid").0;
         let all = problems.join("\n");
         assert!(all.contains("jitsi.url: must not hold '@'"), "{all}");
+        assert!(!all.contains("shard 'default'"), "said twice: {all}");
         assert!(!all.contains("hunter2"), "{all}");
         for hidden in [
             "https://bob:12/34@meet.test/",
