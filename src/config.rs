@@ -305,13 +305,18 @@ impl Settings {
     }
 }
 
+/// True for the name of an environment variable geobridge reads.
+pub fn reads_variable(name: &str) -> bool {
+    ENV.iter().any(|(known, _, _)| *known == name)
+}
+
 /// Variables named `GEOBRIDGE_*` that geobridge does not read, sorted: most likely typos.
 pub fn unknown_variables(env: &HashMap<String, String>) -> Vec<&str> {
     let mut unknown: Vec<&str> = env
         .keys()
         .map(String::as_str)
         .filter(|name| name.starts_with("GEOBRIDGE_"))
-        .filter(|name| !ENV.iter().any(|(known, _, _)| known == name))
+        .filter(|name| !reads_variable(name))
         .filter(|name| !NOT_SETTINGS.contains(name))
         .collect();
     unknown.sort_unstable();

@@ -59,13 +59,22 @@ fn main() -> ExitCode {
     if let Command::Keygen { out, bits, kid } = &cli.command {
         return keygen(out, *bits, kid);
     }
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let settings = match Settings::load(cli.config.as_deref(), &env) {
-        Ok(settings) => settings,
+    let env = match environment() {
+        Ok(env) => env,
         Err(problems) => return bad_config(&problems),
     };
+    let unknown = geobridge::config::unknown_variables(&env);
+    let settings = match Settings::load(cli.config.as_deref(), &env) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            for name in &unknown {
+                eprintln!("geobridge: {name} is not a variable geobridge reads (a typo?)");
+            }
+            return bad_config(&problems);
+        }
+    };
     init_logging(settings.server.log_format);
-    for name in geobridge::config::unknown_variables(&env) {
+    for name in unknown {
         tracing::warn!(
             variable = name,
             "not a variable geobridge reads (a typo?); ignored"
@@ -156,6 +165,29 @@ fn keygen(out: &std::path::Path, bits: usize, kid: &str) -> ExitCode {
             eprintln!("geobridge keygen: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The process's environment as text. Variables that are not UTF-8 are left out, except
+/// those geobridge reads, which are refused by name: their values are never printed.
+fn environment() -> Result<HashMap<String, String>, geobridge::config::Problems> {
+    let mut env = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                env.insert(name, value);
+            }
+            (Ok(name), Err(_)) if geobridge::config::reads_variable(&name) => {
+                problems.push(format!("{name}: the value is not UTF-8 text"));
+            }
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(env)
+    } else {
+        Err(geobridge::config::Problems(problems))
     }
 }
 

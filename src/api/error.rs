@@ -183,12 +183,14 @@ impl From<store::Error> for ApiError {
 /// True for errors that say the database server is out of reach (down, restarting, cut
 /// off), not that the request or the data was wrong.
 /// SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutting
-/// down, starting up, connection terminated) count as out of reach.
+/// down, starting up, connection terminated) count as out of reach, as do a database or a
+/// table that is gone (3D000, 42P01: dropped under a running geobridge, which creates its
+/// schema only at start-up; the log names which).
 fn unreachable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(database) => database
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57") || code == "3D000" || code == "42P01"
+        }),
         other => matches!(
             other,
             sqlx::Error::PoolTimedOut

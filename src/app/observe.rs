@@ -100,10 +100,15 @@ impl Regions {
     }
 }
 
-/// Sets the live rooms gauge from the store; a failed count keeps the last value.
+/// Sets the live rooms gauge from the store; a failed count keeps the last value. While
+/// the store is known to be out of reach (`store_up` 0, said once by the sync task), a
+/// failed count is logged at debug only.
 async fn count_rooms(state: &AppState) {
     match state.store.count_live_rooms(store::now_seconds()).await {
         Ok(rooms) => state.metrics.rooms_alive.set(rooms),
+        Err(error) if state.metrics.store_up.get() == 0 => {
+            tracing::debug!(%error, "live rooms could not be counted");
+        }
         Err(error) => tracing::warn!(%error, "live rooms could not be counted"),
     }
 }

@@ -363,3 +363,38 @@ fn check_config_checks_resources_too() {
         assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
     }
 }
+
+/// A variable that is not UTF-8 is ignored when geobridge does not read it, and refused by
+/// name, never by value, when it does; a misspelt variable is named beside the problems.
+#[test]
+fn environment_that_is_not_text() {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::ffi::OsStr::from_bytes(b"Sekr\xffSekrSekrSekrSekr");
+    let (ok, stdout, stderr) = run(command()
+        .env("UNRELATED_VARIABLE", value)
+        .args(["lookup", "8.8.8.8"]));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("us-west"), "{stdout}");
+    let refused = |name: &str, value: &std::ffi::OsStr| {
+        let out = command()
+            .env("GEOBRIDGE_LISTEN", "0.0.0.0:0")
+            .env(name, value)
+            .arg("check-config")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(64));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused("GEOBRIDGE_ADMIN_CREDENTIALS", value);
+    let expected = "GEOBRIDGE_ADMIN_CREDENTIALS: the value is not UTF-8 text";
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(!stderr.contains("Sekr"), "{stderr}");
+    let typo = "lobby-credential-0123456789".as_ref();
+    let stderr = refused("GEOBRIDGE_LOBBY_CREDENTIAL", typo);
+    let expected = "GEOBRIDGE_LOBBY_CREDENTIAL is not a variable geobridge reads (a typo?)";
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(
+        stderr.contains("needs at least one lobby credential"),
+        "{stderr}"
+    );
+}

@@ -194,10 +194,10 @@ async fn store_suite(url: &str) {
     );
 }
 
-async fn sqlx_execute(url: &str, sql: &'static str) {
+async fn sqlx_execute(url: &str, sql: impl Into<String>) {
     use sqlx::Connection;
     let mut conn = sqlx::AnyConnection::connect(url).await.expect("connects");
-    sqlx::raw_sql(sql)
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.into()))
         .execute(&mut conn)
         .await
         .expect("executes");
@@ -494,4 +494,12 @@ async fn a_lost_database_is_a_503_until_it_returns() {
         })
         .await;
     }
+
+    // A database dropped under it is out of reach too, not an internal fault.
+    let name = direct.path().trim_start_matches('/').to_owned();
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    sqlx_execute(&crate::helpers::postgres_server(), drop).await;
+    let refused = app.send(create()).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert_eq!(refused.json["error"]["code"], "store_unavailable");
 }
