@@ -416,7 +416,7 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
     // A plain head has no body to frame (at most `Content-Length: 0`), so the framing is
     // checked only for heads that would go to hyper, which answers bad framing without JSON.
     let Some(head) = plain_head(&request) else {
-        if let Some(problem) = framing_problem(request.headers) {
+        if let Some(problem) = framing_problem(request.version, request.headers) {
             let error = fast::ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", problem);
             refusal(out, &error, &state.metrics);
             return Step::Refused;
@@ -481,9 +481,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// What makes the body's length unknowable (RFC 9112, 6.3): a `Content-Length` that is not
-/// one plain decimal number or is sent twice, or a `Transfer-Encoding` that does not end in
-/// `chunked`. Such a request cannot be answered, nor the next one found after it.
-fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
+/// one plain decimal number or is sent twice, a `Transfer-Encoding` that does not end in
+/// `chunked`, or any in HTTP/1.0. Such a request cannot be answered, nor the next one found
+/// after it.
+fn framing_problem(version: Option<u8>, headers: &[httparse::Header<'_>]) -> Option<String> {
     let named = |name: &'static str| {
         headers
             .iter()
@@ -497,6 +498,14 @@ fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
         return Some(
             "Content-Length must be one decimal number of at most 18 digits, sent once; send \
              the body's length in bytes, or no Content-Length without a body"
+                .to_owned(),
+        );
+    }
+    // HTTP/1.0 has no transfer codings: its chunked body cannot be framed (RFC 9112, 6.1).
+    if version == Some(0) && named("transfer-encoding").next().is_some() {
+        return Some(
+            "HTTP/1.0 requests cannot use Transfer-Encoding; send HTTP/1.1, or a \
+             Content-Length"
                 .to_owned(),
         );
     }

@@ -562,6 +562,7 @@ async fn malformed_requests_get_a_json_400() {
         "GET /healthz HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
         "POST /v1/rooms HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
     for bad in malformed {
         let mut wire = Wire::open(&app).await;
