@@ -2,14 +2,19 @@
 # geobridge's GET /v1/regions/select against nginx + GeoIP2 mapping country (then continent)
 # to the same example regions, on the same database, under the same wrk load: a random
 # public IPv4 address per request. Each server is pinned to core 0, wrk to core 1.
-# Runs A B A B A B (10 s each by default) and prints requests/s, p50/p99 latency, CPU per
-# request (user and kernel, from /proc), how busy wrk kept its own core, the ratios,
-# geobridge's resident memory after the load and its time from start to /readyz = 200.
+# Runs A B C A B C A B C (10 s each by default) and prints requests/s, p50/p99 latency,
+# CPU per request (user and kernel, from /proc), how busy wrk kept its own core, the ratios
+# (of the medians, and of each round's pair, which share the machine's drift), geobridge's
+# resident memory after the load and its time from start to /readyz = 200.
+# A third server, a control, is run in each round too: the same nginx worker doing the
+# same lookup and map but answering with a body as long as geobridge's (geobridge's own
+# answer for one address, its region replaced by nginx's). It shows what the size of the
+# answer alone costs the client and the kernel on this machine.
 # Usage: bench/compare.sh [seconds per run] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}; rounds=${2:-3}; connections=${3:-64}
-gb_port=18081; nginx_port=18082
+gb_port=18081; nginx_port=18082; sized_port=18083
 
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -46,6 +51,7 @@ http {
         \$geo_continent source=\$arg_ip continent code;
     }
     include $work/map.conf;
+    include $work/sized.conf;
     server {
         listen 127.0.0.1:$nginx_port;
         location = /v1/regions/select {
@@ -78,13 +84,30 @@ wait_for() { # url pid log
 wait_for "http://127.0.0.1:$gb_port/readyz" "$gb_pid" "$work/geobridge.log"
 ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
 
+# The control's body: geobridge's answer for one address, its region left to nginx's map.
+body=$(curl -sf "http://127.0.0.1:$gb_port/v1/regions/select?ip=81.2.69.142")
+case $body in
+  *[\'\\\$]*) echo "compare.sh: the answer has text nginx would misread" >&2; exit 1 ;;
+esac
+sized_body=$(printf '%s' "$body" | sed 's/"region":"eu-west"/"region":"$region"/')
+cat > "$work/sized.conf" <<CONF
+server {
+    listen 127.0.0.1:$sized_port;
+    location = /v1/regions/select {
+        default_type application/json;
+        return 200 '$sized_body';
+    }
+}
+CONF
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=("$!")
 wait_for "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" "$!" "$work/nginx-error.log"
 nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
 echo "nginx answer:     $(curl -s "http://127.0.0.1:$nginx_port/v1/regions/select?ip=81.2.69.142")"
-echo "geobridge region: $(curl -s "http://127.0.0.1:$gb_port/v1/regions/select?ip=81.2.69.142" | grep -o '"region":"[a-z0-9-]*"' | head -1)"
+echo "geobridge region: $(printf '%s' "$body" | grep -o '"region":"[a-z0-9-]*"' | head -1)"
+control=$(curl -s "http://127.0.0.1:$sized_port/v1/regions/select?ip=8.8.8.8")
+echo "control answer:   ${#control} bytes for 8.8.8.8, $(printf '%s' "$control" | head -c 24)..."
 
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system clock ticks
 run() { # name port pid
@@ -114,13 +137,16 @@ print(f'user_ns={(u1 - u0) * tick / n:.0f} kernel_ns={(s1 - s0) * tick / n:.0f}'
       f'client_busy_pct={client:.0f}')
 " "$before" "$after" "$line" "$seconds" "$(getconf CLK_TCK)")"
 }
-# Warm both up before measuring.
-taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$gb_port" >/dev/null
-taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$nginx_port" >/dev/null
+# Warm each up before measuring.
+for port in "$gb_port" "$nginx_port" "$sized_port"; do
+  taskset -c 1 wrk -t1 -c"$connections" -d2s -s bench/random_ip.lua "http://127.0.0.1:$port" \
+    >/dev/null
+done
 results=()
 for round in $(seq "$rounds"); do
   results+=("$(run geobridge $gb_port "$gb_pid")")
   results+=("$(run nginx $nginx_port "$nginx_worker")")
+  results+=("$(run nginx-sized $sized_port "$nginx_worker")")
 done
 printf '%s\n' "${results[@]}"
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$gb_pid/status")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reads `NAME rps=.. p50_us=.. p99_us=.. errors=.. non2xx=.. user_ns=.. kernel_ns=..
 server_busy_pct=.. client_busy_pct=..` lines (one per wrk run; `client_cpu_ms` is ignored)
-and prints the median of each figure per server and the geobridge/nginx ratios."""
+and prints the median of each figure per server, the geobridge/nginx ratios (of the medians
+and round by round), and geobridge's against the control (`nginx-sized`) when it ran."""
 
 import statistics
 import sys
@@ -22,6 +23,16 @@ for name, m in median.items():
 g, n = median["geobridge"], median["nginx"]
 print(f"ratio geobridge/nginx: req/s {g['rps'] / n['rps']:.2f} (target >= 1.0), "
       f"p99 {g['p99_us'] / n['p99_us']:.2f} (target <= 1.5)")
+# Each round's ratio against the nginx run right after it: the machine's speed drifts from
+# round to round, and a pair taken close together shares most of the drift.
+paired = sorted(a["rps"] / b["rps"] for a, b in zip(runs["geobridge"], runs["nginx"]))
+print(f"ratio per round, geobridge/nginx: {' '.join(f'{r:.2f}' for r in paired)} "
+      f"(median {statistics.median(paired):.2f})")
+if "nginx-sized" in median:
+    c = median["nginx-sized"]
+    print(f"control: nginx answering a body as long as geobridge's ran at {c['rps'] / n['rps']:.2f}"
+          f" of its own req/s; geobridge/control: req/s {g['rps'] / c['rps']:.2f}, "
+          f"p99 {g['p99_us'] / c['p99_us']:.2f}")
 if max(g["client_busy_pct"], n["client_busy_pct"]) >= 95:
     print("note: wrk kept its core >= 95 % busy: the client, not only the server, set the "
           "pace of these runs")
