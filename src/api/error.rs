@@ -14,6 +14,13 @@ use super::MAX_BODY_BYTES;
 use crate::select::Refusal;
 use crate::store;
 
+/// The code of a 503 for a database out of reach.
+const STORE_UNAVAILABLE: &str = "store_unavailable";
+
+/// When a client refused for a database out of reach should try again: a little over the
+/// pool's 3-second wait for a connection, so that a retry can see a database that is back.
+const STORE_RETRY_SECONDS: &str = "5";
+
 /// An error answer: status, a stable code and a message saying what to fix.
 #[derive(Debug)]
 pub struct ApiError {
@@ -91,11 +98,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+        let extra = match (self.status, self.code) {
+            (StatusCode::UNAUTHORIZED, _) => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            (_, STORE_UNAVAILABLE) => Some((header::RETRY_AFTER, STORE_RETRY_SECONDS)),
+            _ => None,
+        };
+        if let Some((name, value)) = extra {
+            let value = header::HeaderValue::from_static(value);
+            response.headers_mut().insert(name, value);
         }
         response
     }
@@ -168,12 +178,11 @@ impl From<store::Error> for ApiError {
             }
             store::Error::Database(cause) if unreachable(&cause) => {
                 tracing::error!(%cause, "the database cannot be reached; request refused");
-                let message = "the database cannot be reached just now; retry shortly";
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    message,
-                )
+                let message = format!(
+                    "the database cannot be reached just now; retry in {STORE_RETRY_SECONDS} \
+                     seconds"
+                );
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE, message)
             }
             other => ApiError::internal(&other.to_string()),
         }

@@ -179,6 +179,8 @@ pub struct Answer {
     pub json: Value,
     /// Body as text.
     pub text: String,
+    /// The `Retry-After` header, when sent.
+    pub retry_after: Option<String>,
 }
 
 impl App {
@@ -204,9 +206,18 @@ impl App {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.expect("request sent");
         let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("a text header").to_owned());
         let text = response.text().await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, json, text }
+        Answer {
+            status,
+            json,
+            text,
+            retry_after,
+        }
     }
 
     /// Polls `check` every 50 ms until it returns true, for at most `secs` seconds.

@@ -430,7 +430,7 @@ fn relay(listener: tokio::net::TcpListener, target: String) -> tokio::task::Join
 }
 
 /// While PostgreSQL is out of reach, writes get a 503 `store_unavailable` that says to
-/// retry, selections go on from memory, and once the database is back writes succeed
+/// retry (and when, in `Retry-After`), selections go on from memory, and once the database is back writes succeed
 /// again without a restart.
 // The relay runs on its own worker: starting the app blocks the test's thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,6 +462,7 @@ async fn a_lost_database_is_a_503_until_it_returns() {
     let refused = app.send(create()).await;
     assert_eq!(refused.status, 503, "{}", refused.text);
     assert_eq!(refused.json["error"]["code"], "store_unavailable");
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
     let select = app.authed(Method::GET, "/v1/regions/select?ip=8.8.8.8", LOBBY);
     let selected = app.send(select).await;
     assert_eq!(selected.json["region"], "us-west", "{}", selected.text);
