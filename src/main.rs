@@ -121,7 +121,7 @@ fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let state = match app::prepare(&settings).await {
             Ok(state) => state,
             Err(problems) => return bad_config(&problems),
@@ -133,8 +133,15 @@ fn serve(settings: Settings) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Blocking work still running, such as the check of the whole GeoIP file after start-up
+    // (seconds of reading), does not hold up the exit: none of it writes.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
+
+/// How long the exit waits for blocking work that is still running.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn lookup(settings: &Settings, ips: &[String]) -> ExitCode {
     let database = match geo::Database::open(&settings.geo.database) {

@@ -237,19 +237,29 @@ pub fn generate_pem(bits: usize) -> Result<String, String> {
     Ok(pem_encode("PRIVATE KEY", der.as_ref()))
 }
 
-/// Writes `pem` to a new file readable by its owner only; never overwrites.
+/// Writes `pem` to a new file readable by its owner only; never overwrites. The file
+/// appears whole or not at all (written beside it, then linked to its name), so a process
+/// stopped halfway leaves no partial key behind to refuse at the next start.
 pub fn write_private_pem(path: &Path, pem: &str) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_owned(),
         source,
     };
+    let mut draft = path.as_os_str().to_owned();
+    draft.push(format!(".{}.partial", std::process::id()));
+    let draft = std::path::PathBuf::from(draft);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)
+    let written = options.open(&draft).and_then(|mut file| {
+        file.write_all(pem.as_bytes())?;
+        file.sync_all()
+    });
+    // A hard link, unlike a rename, fails when the name is taken.
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    linked.map_err(io)
 }
 
 /// True when users other than the owner may read or write the file.

@@ -2,7 +2,8 @@
 
 use crate::helpers::{command, repo_path, run};
 
-/// keygen writes a 0600 key that openssl accepts and prints the path Prosody fetches.
+/// keygen writes a 0600 key that openssl accepts and prints the path Prosody fetches; it
+/// never overwrites a key, nor leaves a draft of one.
 #[test]
 fn keygen_writes_a_private_key() {
     let dir = tempfile::tempdir().expect("dir");
@@ -33,6 +34,11 @@ fn keygen_writes_a_private_key() {
         !again && stderr.contains("exists"),
         "overwrote the key: {stderr}"
     );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["k.pem"], "only the key is left, no draft of it");
 }
 
 /// lookup prints the place and the region for each address.
