@@ -28,13 +28,12 @@ use crate::metrics::Metrics;
 /// Most headers a plain request may have; more go to hyper.
 const MAX_HEADERS: usize = 32;
 
+/// Most headers any request may have, as hyper counts them; more are refused with a 431.
+const MOST_HEADERS: usize = 100;
+
 /// The read buffer starts this small (a selection's head is about 100 bytes), so idle
 /// connections cost little memory.
 const FIRST_BUFFER_BYTES: usize = 1024;
-
-/// The read buffer grows up to this; a head that does not fit goes to hyper, which applies
-/// the configured cap.
-const BUFFER_BYTES: usize = 8 * 1024;
 
 /// Answers to pipelined requests are sent once they reach this size, before more are
 /// made, so a client that sends many and reads none holds at most about this much memory.
@@ -73,9 +72,8 @@ impl Connection {
     /// server stops, or it is handed to hyper.
     pub async fn run(self, mut stream: TcpStream) {
         let limits = self.server.limits;
-        let most = BUFFER_BYTES
-            .min(limits.max_header_bytes)
-            .max(FIRST_BUFFER_BYTES);
+        // The buffer grows to the configured cap; a head that does not fit is refused.
+        let most = limits.max_header_bytes.max(FIRST_BUFFER_BYTES);
         let mut input = vec![0u8; FIRST_BUFFER_BYTES];
         let mut filled = 0;
         // When the head being read must be complete; set at its first wait.
@@ -126,7 +124,11 @@ impl Connection {
             if filled == input.len() && input.len() < most {
                 input.resize((input.len() * 2).min(most), 0);
             }
-            if matches!(step, Step::HandOver) || filled == input.len() {
+            if step == Step::NeedMore && filled == input.len() {
+                let metrics = &self.server.state.metrics;
+                return refuse(stream, &too_large(limits), limits, metrics).await;
+            }
+            if step == Step::HandOver {
                 input.truncate(filled);
                 let io = Prefixed::new(input, stream, limits);
                 return self.server.hand_over(io, self.peer, self.stop).await;
@@ -256,7 +258,7 @@ fn queued_bytes(_: &TcpStream) -> usize {
 
 /// Ends a connection whose head stopped arriving: a 408 when part of one came, so the
 /// client learns why; silently when it sent nothing since its last answer.
-async fn time_out(mut stream: TcpStream, received: usize, limits: Limits, metrics: &Metrics) {
+async fn time_out(stream: TcpStream, received: usize, limits: Limits, metrics: &Metrics) {
     if received == 0 {
         return;
     }
@@ -266,8 +268,24 @@ async fn time_out(mut stream: TcpStream, received: usize, limits: Limits, metric
          send it whole"
     );
     let error = fast::ApiError::new(StatusCode::REQUEST_TIMEOUT, "header_timeout", message);
+    refuse(stream, &error, limits, metrics).await;
+}
+
+/// The 431 of a head longer than `server.max_header_bytes`.
+fn too_large(limits: Limits) -> fast::ApiError {
+    let message = format!(
+        "the request head is longer than {} bytes (server.max_header_bytes); send shorter \
+         headers",
+        limits.max_header_bytes
+    );
+    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    fast::ApiError::new(status, "headers_too_large", message)
+}
+
+/// Answers `error`, counted, and closes the connection.
+async fn refuse(mut stream: TcpStream, error: &fast::ApiError, limits: Limits, metrics: &Metrics) {
     let mut out = Outgoing::default();
-    refusal(&mut out, &error, metrics);
+    refusal(&mut out, error, metrics);
     if send(&mut stream, out.as_slice(), limits).await {
         linger(stream, limits).await;
     }
@@ -390,8 +408,9 @@ pub fn step(state: &AppState, input: &[u8], out: &mut Outgoing) -> Step {
     let used = match request.parse(input) {
         Ok(httparse::Status::Complete(used)) => used,
         Ok(httparse::Status::Partial) => return Step::NeedMore,
-        // More headers than this loop reads, and HTTP/2 with prior knowledge, are hyper's.
-        Err(httparse::Error::TooManyHeaders) => return Step::HandOver,
+        // More headers than this loop reads are hyper's, up to as many as hyper reads.
+        Err(httparse::Error::TooManyHeaders) => return many_headers(input, out, &state.metrics),
+        // HTTP/2 with prior knowledge is hyper's.
         Err(_) if input.starts_with(b"PRI ") => return Step::HandOver,
         // A request line ending in another HTTP version; other bytes where the version
         // should be are just malformed.
@@ -445,6 +464,24 @@ fn place_head(out: &mut Outgoing, start: usize, head: &[u8]) {
     } else {
         out.bytes.copy_within(head_at.., start);
         out.bytes.truncate(out.bytes.len() - (head_at - start));
+    }
+}
+
+/// What to do with a head at the start of `input` that has more headers than this loop
+/// reads: wait for the rest of it, hand it to hyper, or refuse it when it has more than
+/// hyper reads.
+fn many_headers(input: &[u8], out: &mut Outgoing, metrics: &Metrics) -> Step {
+    let mut headers = vec![httparse::EMPTY_HEADER; MOST_HEADERS];
+    match httparse::Request::new(&mut headers).parse(input) {
+        Ok(httparse::Status::Partial) => Step::NeedMore,
+        Err(httparse::Error::TooManyHeaders) => {
+            let message = format!("the request has more than {MOST_HEADERS} headers; send fewer");
+            let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            let error = fast::ApiError::new(status, "too_many_headers", message);
+            refusal(out, &error, metrics);
+            Step::Refused
+        }
+        _ => Step::HandOver,
     }
 }
 
