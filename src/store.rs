@@ -210,6 +210,14 @@ fn postgres_problem(url: &str) -> Option<String> {
     }
     let options = match PgConnectOptions::from_str(url) {
         Ok(options) => options,
+        // The parser names the parameter by its own field name; the URL says `sslmode`.
+        Err(error) if cause(&error).contains("`ssl_mode`") => {
+            return Some(
+                "sslmode must be one of disable, allow, prefer (this build has no TLS: \
+                 require, verify-ca and verify-full are refused)"
+                    .to_owned(),
+            );
+        }
         Err(error) => return Some(cause(&error)),
     };
     if options.get_port() == 0 && options.get_socket().is_none() {
@@ -798,6 +806,8 @@ mod tests {
             None
         );
         assert_eq!(url_problem("postgres://db/x?sslmode=prefer"), None);
+        let bogus = url_problem("postgres://db/x?sslmode=bogus").expect("refused");
+        assert!(bogus.starts_with("sslmode must be one of"), "{bogus}");
         let problem = url_problem("postgres://bob:1/pw@db/x").expect("refused");
         assert!(problem.starts_with("an '@' after the host"), "{problem}");
     }
