@@ -349,9 +349,9 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, problems: &
                 toml::Value::Array(entries)
             }
             Kind::Number => match number(text) {
-                Some(value) => value,
-                None => {
-                    problems.push(format!("{name}: '{text}' is not a number"));
+                Ok(value) => value,
+                Err(why) => {
+                    problems.push(format!("{name}: '{text}' {why}"));
                     continue;
                 }
             },
@@ -366,15 +366,22 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, problems: &
     }
 }
 
-fn number(text: &str) -> Option<toml::Value> {
+/// An environment variable read as a number: an integer when it is one, else a finite float.
+fn number(text: &str) -> Result<toml::Value, &'static str> {
     let text = text.trim();
     if let Ok(n) = text.parse::<i64>() {
-        return Some(toml::Value::Integer(n));
+        return Ok(toml::Value::Integer(n));
+    }
+    // A whole number past i64 would parse as a float and be refused as one.
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is too large a number for any setting");
     }
     text.parse::<f64>()
         .ok()
         .filter(|f| f.is_finite())
         .map(toml::Value::Float)
+        .ok_or("is not a number")
 }
 
 /// Deserialises one section (an empty one when absent), recording its error by the setting
@@ -741,6 +748,20 @@ mod tests {
             assert!(named, "{problem}");
             assert!(!problem.contains(value), "{problem}");
         }
+    }
+
+    /// A whole number too large for any setting is named as such, not as a float.
+    #[test]
+    fn huge_numbers_from_the_environment() {
+        let e = env(&[("GEOBRIDGE_MAX_CONCURRENT_REQUESTS", "99999999999999999999")]);
+        let problems = Settings::load(None, &e).expect_err("refused").0;
+        assert_eq!(
+            problems,
+            [
+                "GEOBRIDGE_MAX_CONCURRENT_REQUESTS: '99999999999999999999' is too large a number \
+              for any setting"
+            ]
+        );
     }
 
     /// Several problems are reported together, each naming its setting.
