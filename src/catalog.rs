@@ -481,6 +481,10 @@ fn check_bridges(bridges: &[Bridge]) -> Vec<String> {
 /// and not a link-local, multicast or unspecified address (169.254.169.254 is where clouds
 /// serve instance metadata; a bridge is never there).
 pub fn check_bridge_url(url: &str) -> Result<(), String> {
+    // The URL parser drops tabs and newlines silently; a stored URL must be what is probed.
+    if url.chars().any(char::is_control) {
+        return Err("url must not contain control characters (tabs, newlines, ...)".to_owned());
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         let shown = if url.contains('@') {
             "(with credentials, not shown)"
@@ -630,6 +634,10 @@ mod tests {
             "http://169.254.169.254",
             "http://[fe80::1]:8080",
             "http://h/x?y=1",
+            "http://127.0.0.1:18\n191",
+            "http://127.0.0.1:18191\t",
+            "http://127.0.0.1:18191\r",
+            "http://127.0.0.1:18191/\u{0}",
         ] {
             assert!(check_bridge_url(bad).is_err(), "{bad} accepted");
         }

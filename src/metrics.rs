@@ -3,14 +3,16 @@
 //! Labels are bounded: route templates, regions, bridge ids, reasons and outcomes. Client
 //! addresses, room names and user ids never become labels.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::catalog::Bridge;
+use crate::catalog::{Bridge, Catalog};
 use crate::probe::{Health, Outcome, State};
 
 const NAMESPACE: &str = "geobridge";
@@ -346,6 +348,28 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of bridges that left `catalog`, and a moved bridge's series under
+    /// the region it left. The prober sets them; nothing else would ever remove them.
+    pub fn keep_bridges(&self, catalog: &Catalog) {
+        let placed: HashSet<[&str; 2]> = catalog
+            .bridges()
+            .iter()
+            .map(|b| [b.id.as_str(), b.region.as_str()])
+            .collect();
+        let ids: HashSet<&str> = placed.iter().map(|[id, _]| *id).collect();
+        let gone = |labels: &[String]| match labels {
+            [bridge, region] => !placed.contains(&[bridge.as_str(), region.as_str()]),
+            _ => false,
+        };
+        forget(&self.bridge_up, ["bridge", "region"], gone);
+        forget(&self.bridge_stress, ["bridge", "region"], gone);
+        forget(&self.bridge_participants, ["bridge", "region"], gone);
+        forget(&self.bridge_region_mismatch, ["bridge", "region"], gone);
+        let gone = |labels: &[String]| !ids.contains(labels[0].as_str());
+        forget(&self.probe_duration, ["bridge"], gone);
+        forget(&self.probe_failures, ["bridge", "cause"], gone);
+    }
+
     /// Counts one refused selection, also as a decision with reason `refused`.
     pub fn observe_refusal(&self, cause: &str) {
         self.refusals.with_label_values(&[cause]).inc();
@@ -402,5 +426,29 @@ impl Metrics {
             tracing::error!(%error, "metrics could not be encoded");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Removes the series of `vec` whose values of `names` (in that order, the vec's own) are
+/// `gone`.
+fn forget<T: MetricVecBuilder, const N: usize>(
+    vec: &MetricVec<T>,
+    names: [&str; N],
+    gone: impl Fn(&[String]) -> bool,
+) {
+    let series = vec.collect();
+    let metrics = series.iter().flat_map(|family| family.get_metric());
+    for metric in metrics {
+        let value = |name: &str| {
+            let pair = metric.get_label().iter().find(|l| l.name() == name);
+            pair.map(|l| l.value().to_owned())
+        };
+        let Some(values) = names.iter().map(|n| value(n)).collect::<Option<Vec<_>>>() else {
+            continue;
+        };
+        if gone(&values) {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let _ = vec.remove_label_values(&values);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Follows the catalog and the health snapshot and turns them into what operators watch:
-//! per-region gauges, one log line per region state change, and the count of live rooms.
+//! per-region gauges, one log line per region state change, the count of live rooms, and
+//! the removal of series of bridges that left the catalog.
 //!
 //! The prober and the registry only publish new snapshots; this task notices a new one by
 //! pointer within [`EVERY`], so neither writer needs to know about metrics or region logs.
@@ -43,6 +44,7 @@ pub async fn follow(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             .is_some_and(|(c, h)| Arc::ptr_eq(c, &catalog) && Arc::ptr_eq(h, &health));
         if !same {
             regions.publish(&state, &catalog, &health);
+            state.metrics.keep_bridges(&catalog);
             seen = Some((catalog, health));
         }
         if counted_at.is_none_or(|at| at.elapsed() >= COUNT_ROOMS_EVERY) {

@@ -122,6 +122,40 @@ async fn operators_manage_the_registry() {
     assert_eq!(select_as_lobby(&app, dublin).await["region"], "eu-west");
 }
 
+/// A bridge's series follow it: a moved bridge's series leave the region it left, and a
+/// deleted bridge's series leave `/metrics` altogether.
+#[tokio::test]
+async fn bridge_series_leave_with_their_bridge() {
+    let bridge = FakeBridge::start().await;
+    let app = spawn_app(secured()).await;
+    let put = |region: &str| {
+        let body = json!({"region": region, "url": bridge.url});
+        call(&app, Method::PUT, "/v1/bridges/jvb-t1", ADMIN, Some(body))
+    };
+    let metrics = || async { app.get("/metrics").await.text };
+    let up_in =
+        |region: &str| format!("geobridge_bridge_up{{bridge=\"jvb-t1\",region=\"{region}\"}} 1");
+
+    assert_eq!(put("eu-west").await.status, 201);
+    app.wait_until(10, "the bridge's series", || async {
+        metrics().await.contains(&up_in("eu-west"))
+    })
+    .await;
+    assert_eq!(put("eu-central").await.status, 200);
+    app.wait_until(10, "the series under the new region only", || async {
+        let text = metrics().await;
+        text.contains(&up_in("eu-central"))
+            && !text.contains("bridge=\"jvb-t1\",region=\"eu-west\"")
+    })
+    .await;
+    let deleted = call(&app, Method::DELETE, "/v1/bridges/jvb-t1", ADMIN, None).await;
+    assert_eq!(deleted.status, 204);
+    app.wait_until(10, "no series of the deleted bridge", || async {
+        !metrics().await.contains("bridge=\"jvb-t1\"")
+    })
+    .await;
+}
+
 /// Bad registry input is a 4xx that names what to fix.
 #[tokio::test]
 async fn registry_input_is_checked() {
