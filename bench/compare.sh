@@ -12,9 +12,22 @@
 # answer alone costs the client and the kernel on this machine.
 # Usage: bench/compare.sh [seconds per run] [rounds] [connections]
 set -euo pipefail
+# A failure inside a run's command substitution stops the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 seconds=${1:-10}; rounds=${2:-3}; connections=${3:-64}
+for n in "$seconds" "$rounds" "$connections"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [seconds] [rounds] [connections]," \
+    "each a whole number of at least 1; got '$n'" >&2; exit 2; }
+done
 gb_port=18081; nginx_port=18082; sized_port=18083
+# Something already answering on a port would be measured instead of the server started.
+for port in "$gb_port" "$nginx_port" "$sized_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "compare.sh: port $port on 127.0.0.1 is in use; stop what listens there" >&2
+    exit 1
+  fi
+done
 
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -34,6 +47,7 @@ work=$(mktemp -d /tmp/geobridge-bench.XXXXXX)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 db=$(pwd)/data/geobridge-city.mmdb
 python3 bench/nginx_map.py data/geobridge.example.toml data/country-centroids.csv > "$work/map.conf"
@@ -46,7 +60,7 @@ error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    geoip2 $db {
+    geoip2 "$db" {
         \$geo_country source=\$arg_ip country iso_code;
         \$geo_continent source=\$arg_ip continent code;
     }
@@ -90,6 +104,8 @@ case $body in
   *[\'\\\$]*) echo "compare.sh: the answer has text nginx would misread" >&2; exit 1 ;;
 esac
 sized_body=$(printf '%s' "$body" | sed 's/"region":"eu-west"/"region":"$region"/')
+[[ $sized_body == *'$region'* ]] || {
+  echo "compare.sh: 81.2.69.142 is no longer chosen eu-west; update the control" >&2; exit 1; }
 cat > "$work/sized.conf" <<CONF
 server {
     listen 127.0.0.1:$sized_port;
@@ -107,7 +123,9 @@ nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 echo "nginx answer:     $(curl -s "http://127.0.0.1:$nginx_port/v1/regions/select?ip=81.2.69.142")"
 echo "geobridge region: $(printf '%s' "$body" | grep -o '"region":"[a-z0-9-]*"' | head -1)"
 control=$(curl -s "http://127.0.0.1:$sized_port/v1/regions/select?ip=8.8.8.8")
-echo "control answer:   ${#control} bytes for 8.8.8.8, $(printf '%s' "$control" | head -c 24)..."
+own=$(curl -s "http://127.0.0.1:$gb_port/v1/regions/select?ip=8.8.8.8")
+echo "answer size for 8.8.8.8: geobridge ${#own} bytes, control ${#control} bytes" \
+  "($(printf '%s' "$control" | head -c 24)...)"
 
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system clock ticks
 run() { # name port pid
