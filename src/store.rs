@@ -212,11 +212,11 @@ fn postgres_problem(url: &str) -> Option<String> {
         Ok(options) => options,
         // The parser names the parameter by its own field name; the URL says `sslmode`.
         Err(error) if cause(&error).contains("`ssl_mode`") => {
-            return Some(
-                "sslmode must be one of disable, allow, prefer (this build has no TLS: \
-                 require, verify-ca and verify-full are refused)"
-                    .to_owned(),
-            );
+            let cause = cause(&error).replace("`ssl_mode`", "sslmode");
+            return Some(format!(
+                "{cause}; use disable, allow or prefer (this build has no TLS: require, \
+                 verify-ca and verify-full are refused)"
+            ));
         }
         Err(error) => return Some(cause(&error)),
     };
@@ -807,7 +807,10 @@ mod tests {
         );
         assert_eq!(url_problem("postgres://db/x?sslmode=prefer"), None);
         let bogus = url_problem("postgres://db/x?sslmode=bogus").expect("refused");
-        assert!(bogus.starts_with("sslmode must be one of"), "{bogus}");
+        assert!(
+            bogus.starts_with("unknown value \"bogus\" for sslmode; use disable,"),
+            "{bogus}"
+        );
         let problem = url_problem("postgres://bob:1/pw@db/x").expect("refused");
         assert!(problem.starts_with("an '@' after the host"), "{problem}");
     }
