@@ -123,6 +123,11 @@ impl From<JsonRejection> for ApiError {
         let message = match code {
             "body_too_large" => format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             "unsupported_media_type" => "send the body with Content-Type: application/json".into(),
+            "unreadable_body" => format!(
+                "{}; send the whole body, as many bytes as its Content-Length says or in valid \
+                 chunked encoding",
+                rejection.body_text()
+            ),
             _ => rejection.body_text(),
         };
         ApiError::new(rejection.status(), code, message)

@@ -864,6 +864,23 @@ async fn idle_connections_do_not_hold_up_shutdown() {
     assert!(!log.contains("grace period over"), "{log}");
 }
 
+/// A chunked body that breaks its own framing is a 400 that says how to send it.
+#[tokio::test]
+async fn broken_chunked_bodies_get_a_json_400() {
+    let app = spawn_app(Options::default()).await;
+    let mut wire = Wire::open(&app).await;
+    wire.send(
+        "POST /v1/rooms HTTP/1.1\r\nhost: geobridge\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    let refused = wire.reply().await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "unreadable_body");
+    let message = refused.json()["error"]["message"].to_string();
+    assert!(message.contains("valid chunked encoding"), "{message}");
+}
+
 /// A body that does not arrive within the request timeout is the client's delay: a 408
 /// saying so, not a 5xx.
 #[tokio::test]
