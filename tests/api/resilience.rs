@@ -235,6 +235,13 @@ async fn overload_is_refused_politely() {
     let app = spawn_app(options).await;
     let addr = app.addr();
     let held = [start_slow_room(&addr).await, start_slow_room(&addr).await];
+    // Both rooms must hold their slots before a selection asks for one: a selection taking
+    // its slot for a moment between them would turn the second room away instead.
+    app.wait_until(10, "both rooms in flight", || async {
+        let metrics = app.get("/metrics").await.text;
+        metrics.contains("\ngeobridge_http_requests_in_flight 2\n")
+    })
+    .await;
     app.wait_until(10, "overload answer", || async {
         let answer = app.select("8.8.8.8").await;
         answer.status == 503
