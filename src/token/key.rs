@@ -248,14 +248,19 @@ pub fn write_private_pem(path: &Path, pem: &str) -> Result<(), KeyError> {
     let mut draft = path.as_os_str().to_owned();
     draft.push(format!(".{}.partial", std::process::id()));
     let draft = std::path::PathBuf::from(draft);
+    // A new file, never one that is there already (nor a link planted under its name), so
+    // the key is ours alone from the first byte.
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&draft).and_then(|mut file| {
-        file.write_all(pem.as_bytes())?;
-        file.sync_all()
-    });
+    let mut file = options.open(&draft).map_err(|source| KeyError::Io {
+        path: draft.clone(),
+        source,
+    })?;
+    let written = file
+        .write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all());
     // A hard link, unlike a rename, fails when the name is taken.
     let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
     let _ = std::fs::remove_file(&draft);
@@ -282,6 +287,23 @@ mod tests {
 
     fn kid() -> KeyId {
         KeyId::parse("k").expect("valid")
+    }
+
+    /// A link planted where the key's draft is written is not followed: the write fails
+    /// and the file it points to keeps its bytes.
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_draft_is_not_written_through() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (victim, key) = (dir.path().join("victim"), dir.path().join("k.pem"));
+        std::fs::write(&victim, "data").expect("victim");
+        let draft = dir
+            .path()
+            .join(format!("k.pem.{}.partial", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &draft).expect("link");
+        assert!(write_private_pem(&key, "PEM").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "data");
+        assert!(!key.exists());
     }
 
     /// Wrong kinds of PEM are refused with a message saying what to give instead.
