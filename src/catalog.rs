@@ -477,14 +477,20 @@ fn check_bridges(bridges: &[Bridge]) -> Vec<String> {
     problems
 }
 
+/// [`check_bridge_url`] for a URL an operator sends now: also refused with control
+/// characters, which the URL parser drops silently, so that what is stored is what is
+/// probed. URLs stored by earlier versions are not held to it: they still load.
+pub fn check_new_bridge_url(url: &str) -> Result<(), String> {
+    if url.chars().any(char::is_control) {
+        return Err("url must not contain control characters (tabs, newlines, ...)".to_owned());
+    }
+    check_bridge_url(url)
+}
+
 /// Checks a bridge base URL: http or https, a valid host and port, no credentials, no query,
 /// and not a link-local, multicast or unspecified address (169.254.169.254 is where clouds
 /// serve instance metadata; a bridge is never there).
 pub fn check_bridge_url(url: &str) -> Result<(), String> {
-    // The URL parser drops tabs and newlines silently; a stored URL must be what is probed.
-    if url.chars().any(char::is_control) {
-        return Err("url must not contain control characters (tabs, newlines, ...)".to_owned());
-    }
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         let shown = if url.contains('@') {
             "(with credentials, not shown)"
@@ -634,12 +640,19 @@ mod tests {
             "http://169.254.169.254",
             "http://[fe80::1]:8080",
             "http://h/x?y=1",
+        ] {
+            assert!(check_bridge_url(bad).is_err(), "{bad} accepted");
+        }
+        let controls = [
             "http://127.0.0.1:18\n191",
             "http://127.0.0.1:18191\t",
             "http://127.0.0.1:18191\r",
             "http://127.0.0.1:18191/\u{0}",
-        ] {
-            assert!(check_bridge_url(bad).is_err(), "{bad} accepted");
+        ];
+        for bad in controls {
+            assert!(check_new_bridge_url(bad).is_err(), "{bad} accepted");
+            // Stored by an earlier version: still loads.
+            assert!(check_bridge_url(bad).is_ok(), "{bad} refused when loaded");
         }
     }
 }

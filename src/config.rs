@@ -375,7 +375,7 @@ fn number(text: &str) -> Result<toml::Value, &'static str> {
     // A whole number past i64 would parse as a float and be refused as one.
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("is too large a number for any setting");
+        return Err("is out of range for any setting");
     }
     text.parse::<f64>()
         .ok()
@@ -750,7 +750,7 @@ mod tests {
         }
     }
 
-    /// A whole number too large for any setting is named as such, not as a float.
+    /// A whole number out of range for any setting is named as such, not as a float.
     #[test]
     fn huge_numbers_from_the_environment() {
         let e = env(&[("GEOBRIDGE_MAX_CONCURRENT_REQUESTS", "99999999999999999999")]);
@@ -758,8 +758,8 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "GEOBRIDGE_MAX_CONCURRENT_REQUESTS: '99999999999999999999' is too large a number \
-              for any setting"
+                "GEOBRIDGE_MAX_CONCURRENT_REQUESTS: '99999999999999999999' is out of range for \
+                 any setting"
             ]
         );
     }

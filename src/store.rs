@@ -231,7 +231,7 @@ fn postgres_problem(url: &str) -> Option<String> {
     // is plain; reach a remote server through a trusted network or a tunnel.
     tls.then(|| {
         "sslmode asks for TLS, which this build of geobridge cannot speak to PostgreSQL; \
-         use sslmode=disable or prefer over a trusted network or a tunnel"
+         use sslmode=disable, allow or prefer over a trusted network or a tunnel"
             .to_owned()
     })
 }

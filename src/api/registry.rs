@@ -135,7 +135,7 @@ impl BridgeInput {
         let id = parse_id(BridgeId::parse, id)?;
         check_body_id(self.id.as_deref(), id.as_str())?;
         let region = parse_id(RegionId::parse, &self.region)?;
-        catalog::check_bridge_url(&self.url)
+        catalog::check_new_bridge_url(&self.url)
             .map_err(|why| ApiError::invalid("invalid_url", why))?;
         if self.weight == Some(0) {
             return Err(ApiError::invalid(

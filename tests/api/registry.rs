@@ -193,6 +193,12 @@ async fn registry_input_is_checked() {
             "link-local",
         ),
         (
+            "/v1/bridges/b",
+            json!({"region": "eu-west", "url": "http://127.0.0.1:18\n191"}),
+            422,
+            "control characters",
+        ),
+        (
             "/v1/regions/x",
             json!({"id": "y", "latitude": 1, "longitude": 1}),
             422,
