@@ -65,16 +65,23 @@ http {
         \$geo_continent source=\$arg_ip continent code;
     }
     include $work/map.conf;
-    include $work/sized.conf;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location = /v1/regions/select {
-            default_type application/json;
-            return 200 '{"region":"\$region"}';
-        }
+    include $work/servers.conf;
+}
+CONF
+# Appends to servers.conf a server on `port` answering the selection route with `body`,
+# in which nginx fills in \$region.
+serve_body() { # port body
+  cat >> "$work/servers.conf" <<CONF
+server {
+    listen 127.0.0.1:$1;
+    location = /v1/regions/select {
+        default_type application/json;
+        return 200 '$2';
     }
 }
 CONF
+}
+serve_body "$nginx_port" '{"region":"$region"}'
 
 # geobridge: example regions, no bridges, quiet logs, signing tokens as by default (RS256)
 # with a key made beforehand, as at every start but the very first (which makes one, about
@@ -106,15 +113,7 @@ esac
 sized_body=$(printf '%s' "$body" | sed 's/"region":"eu-west"/"region":"$region"/')
 [[ $sized_body == *'$region'* ]] || {
   echo "compare.sh: 81.2.69.142 is no longer chosen eu-west; update the control" >&2; exit 1; }
-cat > "$work/sized.conf" <<CONF
-server {
-    listen 127.0.0.1:$sized_port;
-    location = /v1/regions/select {
-        default_type application/json;
-        return 200 '$sized_body';
-    }
-}
-CONF
+serve_body "$sized_port" "$sized_body"
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=("$!")
 wait_for "http://127.0.0.1:$nginx_port/v1/regions/select?ip=8.8.8.8" "$!" "$work/nginx-error.log"

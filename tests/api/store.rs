@@ -430,8 +430,8 @@ fn relay(listener: tokio::net::TcpListener, target: String) -> tokio::task::Join
 }
 
 /// While PostgreSQL is out of reach, writes get a 503 `store_unavailable` that says to
-/// retry (and when, in `Retry-After`), selections go on from memory, and once the database is back writes succeed
-/// again without a restart.
+/// retry (and when, in `Retry-After`), selections go on from memory, and once the database
+/// is back writes succeed again without a restart.
 // The relay runs on its own worker: starting the app blocks the test's thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_is_a_503_until_it_returns() {
